@@ -1,0 +1,52 @@
+"""ONNX export of search-space architectures."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nas.search_space import Arch, get_space
+
+#: ONNX opset of every exported model
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_module(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike) -> Path:
+    """Export ``model`` to ONNX at ``path``.
+
+    The graph has one input ``input`` of shape ``[batch, *input_shape]``
+    (float32, batch dimension dynamic) and one output ``logits`` of shape
+    ``[batch, num_classes]``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    example = torch.zeros(1, *input_shape)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          dynamo=False)
+    return path
+
+
+def export_arch(space: str, arch: Arch | str, path: str | os.PathLike, *,
+                model: nn.Module | None = None, seed: int = 0) -> Path:
+    """Export an architecture of ``space`` to ONNX.
+
+    ``arch`` is a tuple or canonical string. Without ``model`` the network is
+    freshly initialised from ``seed`` (weights are not trained).
+    """
+    search_space = get_space(space)
+    arch = search_space.from_string(arch) if isinstance(arch, str) else search_space.validate(arch)
+    if model is None:
+        torch.manual_seed(seed)
+        model = search_space.build(arch)
+    return export_module(model, search_space.input_shape, path)
