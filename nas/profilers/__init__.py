@@ -1,0 +1,40 @@
+"""Profilers, found through a registry keyed by the ``profiler.kind`` of a
+device's catalog entry."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from nas.devices import Device, get_device
+from nas.errors import UserInputError
+from nas.profilers.base import LatencyMeasurement, Profiler, settings_key
+
+_REGISTRY: dict[str, Callable[[Device], Profiler]] = {}
+
+
+def register_profiler(kind: str):
+    def decorate(cls):
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+    return decorate
+
+
+def list_profiler_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_profiler(device: Device | str) -> Profiler:
+    """The profiler that reaches ``device`` (a catalog name or entry)."""
+    if isinstance(device, str):
+        device = get_device(device)
+    if device.profiler_kind not in _REGISTRY:
+        raise UserInputError(f"device {device.name!r} names profiler kind {device.profiler_kind!r}; "
+                             f"known kinds: {', '.join(list_profiler_kinds())}")
+    return _REGISTRY[device.profiler_kind](device)
+
+
+from nas.profilers import replay  # noqa: E402,F401  (registers its kind)
+
+__all__ = ["LatencyMeasurement", "Profiler", "make_profiler", "register_profiler", "settings_key",
+           "list_profiler_kinds"]
