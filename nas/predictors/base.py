@@ -2,16 +2,19 @@
 
 A predictor belongs to one search space. ``adapt`` takes a few measurements
 from the target device (canonical architecture string -> milliseconds);
-``predict`` returns milliseconds.
+``predict`` returns milliseconds; ``save`` writes a checkpoint that
+:func:`nas.predictors.load_predictor` reads back.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nas.errors import UserInputError
+from nas.predictors import checkpoint
 from nas.search_space import Arch, get_space
 
 
@@ -40,6 +43,27 @@ class LatencyPredictor(abc.ABC):
         predicted = self.predict(archs)
         return predicted, predicted.copy(), predicted.copy()
 
+    # --- checkpoints ------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(json-able settings, named arrays)`` that rebuild this predictor."""
+        raise NotImplementedError(f"the {self.name!r} predictor cannot be saved")
+
+    @classmethod
+    def from_state(cls, space: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "LatencyPredictor":
+        raise NotImplementedError(f"the {cls.name!r} predictor cannot be loaded")
+
+    def save(self, path) -> None:
+        """Write the predictor (adapted or not) to ``path`` (an ``.npz`` file, no pickles)."""
+        meta, arrays = self.state()
+        checkpoint.write(path, {"method": self.name, "space": self.space, **meta}, arrays)
+
+    # --- helpers ------------------------------------------------------------------
     def _parse_measurements(self, measurements: Mapping[str, float]) -> tuple[list[Arch], np.ndarray]:
+        if not measurements:
+            raise UserInputError("adapt() needs at least one measurement; measure the reference "
+                                 "architectures (nas predictor reference-archs) first")
         archs = [self.search_space.from_string(s) for s in measurements]
-        return archs, np.asarray(list(measurements.values()), dtype=np.float64)
+        latency_ms = np.asarray(list(measurements.values()), dtype=np.float64)
+        if not np.all(np.isfinite(latency_ms)) or np.any(latency_ms <= 0):
+            raise UserInputError("measured latencies must be positive, finite milliseconds")
+        return archs, latency_ms

@@ -1,43 +1,36 @@
 """Transfer baseline: the target device's latency as a non-negative mix of
-the meta-train devices' recorded latencies, fitted on the few samples."""
+the meta-train devices' latencies, fitted on the few samples."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import nnls
 
 from nas import benchmarks
-from nas.errors import UserInputError
 from nas.predictors.base import LatencyPredictor
+from nas.predictors.features import SourceLatencies, op_codes
+from nas.predictors.registry import register_predictor
 from nas.search_space import Arch
 
 
+@register_predictor("transfer")
 class TransferPredictor(LatencyPredictor):
-    """NNLS mix of the meta-train devices' latency columns.
+    """NNLS mix of the meta-train devices' latency columns (plus a constant).
 
-    Only predicts architectures the benchmark table records (it reads their
-    latencies on the training devices).
+    Architectures outside the benchmark table get their source-device
+    latencies from the additive per-layer model of :class:`SourceLatencies`.
     """
 
-    name = "transfer"
-
-    def __init__(self, space: str):
+    def __init__(self, space: str, source: SourceLatencies | None = None):
         super().__init__(space)
-        protocol = benchmarks.help_protocol(space)
-        table = benchmarks.latency_table(space)
-        self.source_devices = protocol.meta_train_devices
-        self._columns = np.stack([table.column(d) for d in self.source_devices], axis=1)
+        self.source = source or SourceLatencies(space, benchmarks.help_protocol(space).meta_train_devices)
         self.weights: np.ndarray | None = None
 
     def _features(self, archs: Sequence[Arch]) -> np.ndarray:
-        try:
-            rows = [self.search_space.index_of(a) for a in archs]
-        except KeyError as missing:
-            raise UserInputError(f"the transfer predictor only knows architectures of the {self.space} "
-                                 f"benchmark table; {missing} is not one of them") from None
-        return np.concatenate([self._columns[rows], np.ones((len(rows), 1))], axis=1)
+        columns = self.source(op_codes(self.space, archs))
+        return np.concatenate([columns, np.ones((len(columns), 1))], axis=1)
 
     def adapt(self, measurements: Mapping[str, float]) -> "TransferPredictor":
         archs, latency_ms = self._parse_measurements(measurements)
@@ -48,3 +41,15 @@ class TransferPredictor(LatencyPredictor):
         if self.weights is None:
             raise RuntimeError("call adapt() before predict()")
         return self._features(archs) @ self.weights
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {"source_coefficients": self.source.coefficients}
+        if self.weights is not None:
+            arrays["weights"] = self.weights
+        return {"source_devices": list(self.source.devices)}, arrays
+
+    @classmethod
+    def from_state(cls, space, meta, arrays):
+        predictor = cls(space, SourceLatencies(space, meta["source_devices"], arrays["source_coefficients"]))
+        predictor.weights = arrays.get("weights")
+        return predictor
