@@ -109,6 +109,17 @@ class SearchSpace(abc.ABC):
             parts.append(onehot)
         return np.concatenate(parts)
 
+    def decode(self, code: np.ndarray) -> Arch:
+        """Inverse of :meth:`encode`: the operation with the largest entry per position."""
+        code = np.asarray(code).reshape(-1)
+        if code.size != self.encoding_size:
+            raise ValueError(f"expected an encoding of length {self.encoding_size}, got {code.size}")
+        arch, start = [], 0
+        for allowed in self.choices:
+            arch.append(allowed[int(np.argmax(code[start:start + len(allowed)]))])
+            start += len(allowed)
+        return tuple(arch)
+
     def encode_many(self, archs: Sequence[Arch]) -> np.ndarray:
         """``encode`` for many architectures, stacked into ``[n, features]``."""
         return np.stack([self.encode(a) for a in archs]) if archs else np.zeros((0, self.encoding_size), np.float32)
