@@ -34,7 +34,10 @@ def make_profiler(device: Device | str) -> Profiler:
     return _REGISTRY[device.profiler_kind](device)
 
 
-from nas.profilers import replay  # noqa: E402,F401  (registers its kind)
+from nas.profilers.measure import InterleavedProfiler, MeasurementProtocol, measure  # noqa: E402
 
-__all__ = ["LatencyMeasurement", "Profiler", "make_profiler", "register_profiler", "settings_key",
-           "list_profiler_kinds"]
+# Importing the modules registers their kinds.
+from nas.profilers import adb, onnxruntime, remote, replay  # noqa: E402,F401
+
+__all__ = ["InterleavedProfiler", "LatencyMeasurement", "MeasurementProtocol", "Profiler", "list_profiler_kinds",
+           "make_profiler", "measure", "register_profiler", "settings_key"]
