@@ -11,6 +11,7 @@ finished; several processes may share one store file.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sqlite3
@@ -21,6 +22,7 @@ from typing import Any, Iterator
 from nas.devices import Device
 from nas.errors import UserInputError
 from nas.profilers.base import LatencyMeasurement, settings_key
+from nas.search_space import get_space
 
 #: environment variable naming the store file
 STORE_ENV = "NAS_STORE"
@@ -136,3 +138,58 @@ def _record(row: tuple) -> LatencyMeasurement:
     return LatencyMeasurement(device=device, space=space, arch=arch, latency_ms=latency_ms,
                               spread_ms=spread_ms, settings=json.loads(settings), stats=json.loads(stats),
                               flagged=bool(flagged), source="stored")
+
+
+# --------------------------------------------------------------------------- #
+# Measurement files: what ``nas profile --out`` writes and ``--measurements`` reads
+# --------------------------------------------------------------------------- #
+#: columns of a measurement CSV file; only ``arch`` and ``latency_ms`` are required when reading
+CSV_COLUMNS = ("arch", "latency_ms", "spread_ms", "flagged", "source", "median_ms", "mean_ms", "p10_ms",
+               "p90_ms", "std_ms", "device", "space", "settings")
+
+
+def write_csv(path: str | os.PathLike, measurements: list[LatencyMeasurement]) -> Path:
+    """Write ``measurements`` as CSV with :data:`CSV_COLUMNS` (milliseconds)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for m in measurements:
+            writer.writerow([m.arch, f"{m.latency_ms:.6g}", f"{m.spread_ms:.4g}", int(m.flagged), m.source,
+                             *(f"{m.stats[k]:.6g}" if k in m.stats else "" for k in CSV_COLUMNS[5:10]),
+                             m.device, m.space, json.dumps(m.settings, sort_keys=True)])
+    return path
+
+
+def read_csv(path: str | os.PathLike, device: str, space: str,
+             settings: dict[str, Any]) -> list[LatencyMeasurement]:
+    """Measurements of ``device`` read from a CSV with at least ``arch`` and
+    ``latency_ms`` columns (e.g. the reference architectures timed on a
+    phone by hand); they are recorded under ``settings`` with source ``imported``."""
+    search_space = get_space(space)
+    try:
+        with Path(path).open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise UserInputError(f"cannot read measurements file {str(path)!r}: {error.strerror}") from None
+    if not rows or not {"arch", "latency_ms"} <= set(rows[0]):
+        raise UserInputError(f"{str(path)!r} needs a header with columns arch,latency_ms (milliseconds) and "
+                             f"one row per architecture")
+    records = []
+    for line, row in enumerate(rows, start=2):
+        if row.get("device") and row["device"] != device:
+            raise UserInputError(f"{str(path)!r} line {line} was measured on {row['device']!r}, not {device!r}")
+        try:
+            latency_ms = float(row["latency_ms"])
+            spread_ms = float(row.get("spread_ms") or 0.0)
+        except ValueError:
+            raise UserInputError(f"{str(path)!r} line {line}: latency_ms and spread_ms must be numbers "
+                                 f"(milliseconds)") from None
+        if not latency_ms > 0 or not spread_ms >= 0:
+            raise UserInputError(f"{str(path)!r} line {line}: latency_ms must be > 0 and spread_ms >= 0")
+        arch = search_space.to_string(search_space.from_string(row["arch"]))
+        records.append(LatencyMeasurement(device, space, arch, latency_ms, spread_ms=spread_ms,
+                                          settings=dict(settings), flagged=row.get("flagged") in ("1", "True", "true"),
+                                          source="imported"))
+    return records

@@ -1,0 +1,127 @@
+"""``nas profile``: measure architectures on a device, skipping what is stored."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from nas.errors import UserInputError
+from nas.search_space import list_spaces
+
+DEFAULT_NUM = 20
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "profile", help="measure the latency of architectures on a device (stored; stored ones are skipped)",
+        description="Measure architectures on a catalog device. Every measurement is stored as soon as it is "
+                    "made (in --store, default $NAS_STORE or ~/.cache/nas/measurements.db); stored ones are "
+                    "not measured again.")
+    parser.add_argument("--device", required=True, help="catalog device name ('nas devices list')")
+    parser.add_argument("--space", required=True, choices=list_spaces())
+    which = parser.add_argument_group("which architectures (default: --num 20 sampled with --seed)")
+    which.add_argument("--num", type=int, help=f"sample this many distinct architectures (default {DEFAULT_NUM})")
+    which.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    which.add_argument("--archs", metavar="FILE",
+                       help="canonical architecture strings, one a line (or a CSV with an 'arch' column)")
+    which.add_argument("--measurements", metavar="FILE.csv",
+                       help="latencies measured elsewhere on this device (columns arch,latency_ms): stored, "
+                            "and profiled unless --archs/--num ask for more")
+    parser.add_argument("--out", metavar="FILE.csv", help="also write the measurements as CSV (arch,latency_ms,...)")
+    storage = parser.add_argument_group("store")
+    storage.add_argument("--store", metavar="PATH", help="SQLite measurement store (default $NAS_STORE or "
+                                                         "~/.cache/nas/measurements.db)")
+    storage.add_argument("--no-store", action="store_true", help="neither read nor write a store")
+    storage.add_argument("--refresh", action="store_true", help="measure again even what is stored")
+    settings = parser.add_argument_group("profiler settings (override the device's catalog entry)")
+    settings.add_argument("--threads", type=int)
+    settings.add_argument("--batch-size", type=int)
+    settings.add_argument("--graph-optimization-level", choices=("disabled", "basic", "extended", "all"))
+    settings.add_argument("--rounds", type=int, help="interleaved rounds per cell")
+    settings.add_argument("--runs-per-round", type=int, help="timed runs of a cell per round")
+    settings.add_argument("--warmup-runs", type=int)
+    settings.add_argument("--no-drift-correction", action="store_true",
+                          help="do not time the reference model around each cell")
+    parser.set_defaults(handler=_profile)
+
+
+def read_arch_file(path: str | Path, space: str) -> list[tuple[str, ...]]:
+    """Architectures of ``space`` listed in a file: one canonical string a line
+    (blank lines and ``#`` comments skipped), or a CSV with an ``arch`` column."""
+    from nas.search_space import get_space
+
+    search_space = get_space(space)
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise UserInputError(f"cannot read architecture file {str(path)!r}: {error.strerror}") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if lines and "arch" in [c.strip() for c in lines[0].split(",")]:
+        lines = [row["arch"] for row in csv.DictReader(lines)]
+    if not lines:
+        raise UserInputError(f"{str(path)!r} lists no architectures; write one canonical string a line")
+    return [search_space.from_string(line) for line in lines]
+
+
+def _profile(args) -> int:
+    import numpy as np
+
+    from nas.devices import get_device
+    from nas.profilers import make_profiler, measure
+    from nas.search_space import get_space
+    from nas.store import MeasurementStore, read_csv, write_csv
+
+    if args.num is not None and args.num < 1:
+        raise UserInputError(f"--num must be at least 1, not {args.num}")
+    if args.no_store and args.store:
+        raise UserInputError("--store and --no-store contradict each other; pass one")
+    device = get_device(args.device).with_settings(
+        threads=args.threads, batch_size=args.batch_size, graph_optimization_level=args.graph_optimization_level,
+        rounds=args.rounds, runs_per_round=args.runs_per_round, warmup_runs=args.warmup_runs,
+        drift_correction=False if args.no_drift_correction else None)
+    search_space = get_space(args.space)
+    store = False if args.no_store else MeasurementStore(args.store)
+
+    archs: list[tuple[str, ...]] = []
+    if args.measurements:
+        if store is False:
+            raise UserInputError("--measurements are stored; drop --no-store")
+        imported = read_csv(args.measurements, device.name, args.space, make_profiler(device).settings)
+        for record in imported:
+            store.put(record)
+        print(f"stored {len(imported)} measurements of {device.name} from {args.measurements}")
+        archs += [search_space.from_string(r.arch) for r in imported]
+    if args.archs:
+        archs += read_arch_file(args.archs, args.space)
+    if args.num is not None or not archs:
+        archs += _sample(search_space, args.num or DEFAULT_NUM, np.random.default_rng(args.seed))
+
+    results = measure(device, args.space, archs, store=store, progress=True, refresh=args.refresh)
+    _print_table(results)
+    if args.out:
+        print(f"wrote {write_csv(args.out, results)}")
+    return 0
+
+
+def _sample(search_space, num: int, rng) -> list[tuple[str, ...]]:
+    if search_space.num_archs is not None and num > search_space.num_archs:
+        raise UserInputError(f"--num {num} exceeds the {search_space.num_archs} architectures of "
+                             f"{search_space.name}")
+    chosen: dict[tuple[str, ...], None] = {}
+    while len(chosen) < num:
+        chosen[search_space.sample(rng)] = None
+    return list(chosen)
+
+
+def _print_table(results) -> None:
+    rows = [("arch", "latency_ms", "spread_ms", "flagged", "source")]
+    rows += [(m.arch, f"{m.latency_ms:.3f}", f"{m.spread_ms:.3f}", "yes" if m.flagged else "", m.source)
+             for m in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.rjust(w) if 0 < i < 3 else cell.ljust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    flagged = sum(m.flagged for m in results)
+    if flagged:
+        print(f"{flagged} measurement(s) flagged: their rounds still disagreed by more than the allowed spread; "
+              f"measure again on a quieter machine (--refresh) or use them with care")
