@@ -22,7 +22,6 @@ from typing import Any, Iterator
 from nas.devices import Device
 from nas.errors import UserInputError
 from nas.profilers.base import LatencyMeasurement, settings_key
-from nas.search_space import get_space
 
 #: environment variable naming the store file
 STORE_ENV = "NAS_STORE"
@@ -91,6 +90,16 @@ class MeasurementStore:
              json.dumps(measurement.settings, sort_keys=True), json.dumps(measurement.stats, sort_keys=True),
              int(measurement.flagged), measurement.source, time.time()))
 
+    def put_latencies(self, device: str | Device, settings: dict[str, Any], space: str,
+                      latencies_ms: dict[str, float], source: str = "imported") -> list[LatencyMeasurement]:
+        """Store latencies measured elsewhere (``{canonical arch string: ms}``, e.g. from
+        :func:`nas.predictors.measurements.read_measurements_csv`) under ``settings``."""
+        records = [LatencyMeasurement(_device_name(device), space, arch, float(ms), settings=dict(settings),
+                                      source=source) for arch, ms in latencies_ms.items()]
+        for record in records:
+            self.put(record)
+        return records
+
     def all(self, device: str | Device | None = None, space: str | None = None) -> list[LatencyMeasurement]:
         """Every stored measurement, optionally only of one device and/or space, oldest first."""
         query, values = "SELECT * FROM measurements", []
@@ -141,9 +150,9 @@ def _record(row: tuple) -> LatencyMeasurement:
 
 
 # --------------------------------------------------------------------------- #
-# Measurement files: what ``nas profile --out`` writes and ``--measurements`` reads
+# Measurement files: what ``nas profile --out`` writes
 # --------------------------------------------------------------------------- #
-#: columns of a measurement CSV file; only ``arch`` and ``latency_ms`` are required when reading
+#: columns of the CSV ``nas profile --out`` writes
 CSV_COLUMNS = ("arch", "latency_ms", "spread_ms", "flagged", "source", "median_ms", "mean_ms", "p10_ms",
                "p90_ms", "std_ms", "device", "space", "settings")
 
@@ -160,36 +169,3 @@ def write_csv(path: str | os.PathLike, measurements: list[LatencyMeasurement]) -
                              *(f"{m.stats[k]:.6g}" if k in m.stats else "" for k in CSV_COLUMNS[5:10]),
                              m.device, m.space, json.dumps(m.settings, sort_keys=True)])
     return path
-
-
-def read_csv(path: str | os.PathLike, device: str, space: str,
-             settings: dict[str, Any]) -> list[LatencyMeasurement]:
-    """Measurements of ``device`` read from a CSV with at least ``arch`` and
-    ``latency_ms`` columns (e.g. the reference architectures timed on a
-    phone by hand); they are recorded under ``settings`` with source ``imported``."""
-    search_space = get_space(space)
-    try:
-        with Path(path).open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as error:
-        raise UserInputError(f"cannot read measurements file {str(path)!r}: {error.strerror}") from None
-    if not rows or not {"arch", "latency_ms"} <= set(rows[0]):
-        raise UserInputError(f"{str(path)!r} needs a header with columns arch,latency_ms (milliseconds) and "
-                             f"one row per architecture")
-    records = []
-    for line, row in enumerate(rows, start=2):
-        if row.get("device") and row["device"] != device:
-            raise UserInputError(f"{str(path)!r} line {line} was measured on {row['device']!r}, not {device!r}")
-        try:
-            latency_ms = float(row["latency_ms"])
-            spread_ms = float(row.get("spread_ms") or 0.0)
-        except ValueError:
-            raise UserInputError(f"{str(path)!r} line {line}: latency_ms and spread_ms must be numbers "
-                                 f"(milliseconds)") from None
-        if not latency_ms > 0 or not spread_ms >= 0:
-            raise UserInputError(f"{str(path)!r} line {line}: latency_ms must be > 0 and spread_ms >= 0")
-        arch = search_space.to_string(search_space.from_string(row["arch"]))
-        records.append(LatencyMeasurement(device, space, arch, latency_ms, spread_ms=spread_ms,
-                                          settings=dict(settings), flagged=row.get("flagged") in ("1", "True", "true"),
-                                          source="imported"))
-    return records

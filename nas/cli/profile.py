@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     which.add_argument("--archs", metavar="FILE",
                        help="canonical architecture strings, one a line (or a CSV with an 'arch' column)")
     which.add_argument("--measurements", metavar="FILE.csv",
-                       help="latencies measured elsewhere on this device (columns arch,latency_ms): stored, "
-                            "and profiled unless --archs/--num ask for more")
+                       help="latencies measured elsewhere on this device (CSV with header arch,latency_ms, as "
+                            "for 'nas predictor'): stored, and not measured again")
     parser.add_argument("--out", metavar="FILE.csv", help="also write the measurements as CSV (arch,latency_ms,...)")
     storage = parser.add_argument_group("store")
     storage.add_argument("--store", metavar="PATH", help="SQLite measurement store (default $NAS_STORE or "
@@ -40,6 +40,7 @@ def register(subparsers) -> None:
     settings.add_argument("--rounds", type=int, help="interleaved rounds per cell")
     settings.add_argument("--runs-per-round", type=int, help="timed runs of a cell per round")
     settings.add_argument("--warmup-runs", type=int)
+    settings.add_argument("--group-size", type=int, help="cells measured together, then stored (default 5)")
     settings.add_argument("--no-drift-correction", action="store_true",
                           help="do not time the reference model around each cell")
     parser.set_defaults(handler=_profile)
@@ -69,7 +70,8 @@ def _profile(args) -> int:
     from nas.devices import get_device
     from nas.profilers import make_profiler, measure
     from nas.search_space import get_space
-    from nas.store import MeasurementStore, read_csv, write_csv
+    from nas.predictors.measurements import read_measurements_csv
+    from nas.store import MeasurementStore, write_csv
 
     if args.num is not None and args.num < 1:
         raise UserInputError(f"--num must be at least 1, not {args.num}")
@@ -77,7 +79,7 @@ def _profile(args) -> int:
         raise UserInputError("--store and --no-store contradict each other; pass one")
     device = get_device(args.device).with_settings(
         threads=args.threads, batch_size=args.batch_size, graph_optimization_level=args.graph_optimization_level,
-        rounds=args.rounds, runs_per_round=args.runs_per_round, warmup_runs=args.warmup_runs,
+        rounds=args.rounds, runs_per_round=args.runs_per_round, warmup_runs=args.warmup_runs, group_size=args.group_size,
         drift_correction=False if args.no_drift_correction else None)
     search_space = get_space(args.space)
     store = False if args.no_store else MeasurementStore(args.store)
@@ -86,9 +88,8 @@ def _profile(args) -> int:
     if args.measurements:
         if store is False:
             raise UserInputError("--measurements are stored; drop --no-store")
-        imported = read_csv(args.measurements, device.name, args.space, make_profiler(device).settings)
-        for record in imported:
-            store.put(record)
+        latencies = read_measurements_csv(args.measurements, args.space, require_reference=False)
+        imported = store.put_latencies(device, make_profiler(device).settings, args.space, latencies)
         print(f"stored {len(imported)} measurements of {device.name} from {args.measurements}")
         archs += [search_space.from_string(r.arch) for r in imported]
     if args.archs:

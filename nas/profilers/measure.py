@@ -177,8 +177,8 @@ def _estimate(cell_rounds: list[_Round], scale: float | None, protocol: Measurem
     values = np.array([np.median(r.runs_ms) for r in cell_rounds]) * factors
     centre = float(np.median(values))
     mad = float(np.median(np.abs(values - centre))) * 1.4826
-    # a floor of 1% keeps near-identical rounds from being called outliers
-    z = np.abs(values - centre) / max(mad, 0.01 * centre, 1e-12)
+    # a floor of 2% keeps rounds within about 7% of the median from being called outliers
+    z = np.abs(values - centre) / max(mad, 0.02 * centre, 1e-12)
     keep = z <= protocol.outlier_z
     if keep.sum() < math.ceil(len(values) / 2):  # never reject the majority
         keep = z <= np.sort(z)[math.ceil(len(values) / 2) - 1]

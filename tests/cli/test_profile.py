@@ -1,0 +1,111 @@
+"""``nas profile``: measuring, skipping what is stored, surviving a kill."""
+
+import csv
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nas.cli import main
+from nas.search_space import get_space
+
+TINY = ["--rounds", "2", "--runs-per-round", "2", "--warmup-runs", "1"]
+
+
+def profile(tmp_path, *extra):
+    return main(["profile", "--device", "local-cpu", "--space", "nb201", "--store", str(tmp_path / "m.db"),
+                 *TINY, *extra])
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_profile_writes_csv_and_a_table_then_skips_what_is_stored(tmp_path, capsys):
+    assert profile(tmp_path, "--num", "2", "--seed", "3", "--out", str(tmp_path / "a.csv")) == 0
+    first = read_rows(tmp_path / "a.csv")
+    assert list(first[0])[:2] == ["arch", "latency_ms"]
+    assert [r["source"] for r in first] == ["measured", "measured"]
+    printed = capsys.readouterr().out
+    assert "latency_ms" in printed and first[0]["arch"] in printed
+
+    assert profile(tmp_path, "--num", "3", "--seed", "3", "--out", str(tmp_path / "b.csv")) == 0
+    second = read_rows(tmp_path / "b.csv")
+    assert [r["source"] for r in second] == ["stored", "stored", "measured"]
+    assert [r["latency_ms"] for r in second[:2]] == [r["latency_ms"] for r in first]
+
+
+def test_archs_file_lists_canonical_strings(tmp_path):
+    space = get_space("nb201")
+    wanted = [space.to_string(space.from_index(i)) for i in (9, 99)]
+    (tmp_path / "archs.txt").write_text("# two cells\n" + "\n".join(wanted) + "\n")
+    assert profile(tmp_path, "--archs", str(tmp_path / "archs.txt"), "--no-drift-correction",
+                   "--out", str(tmp_path / "o.csv")) == 0
+    assert [r["arch"] for r in read_rows(tmp_path / "o.csv")] == wanted
+
+
+def test_bad_archs_file_and_bad_num_exit_2(tmp_path, capsys):
+    (tmp_path / "archs.txt").write_text("|not_an_op~0|\n")
+    assert profile(tmp_path, "--archs", str(tmp_path / "archs.txt")) == 2
+    assert profile(tmp_path, "--num", "0") == 2
+    assert "--num" in capsys.readouterr().err
+
+
+def test_pixel7_without_a_phone_exits_2_saying_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no adb anywhere
+    code = main(["profile", "--device", "pixel7", "--space", "nb201", "--num", "2", "--store", str(tmp_path / "m.db")])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "platform-tools" in error and "--measurements" in error and "nas devices list" in error
+
+
+def test_pixel7_measurements_file_is_stored_and_needs_no_phone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    space = get_space("nb201")
+    archs = [space.to_string(space.from_index(i)) for i in (1, 2)]
+    (tmp_path / "phone.csv").write_text("arch,latency_ms\n" + "".join(f"{a},{10 + i}\n" for i, a in enumerate(archs)))
+    args = ["profile", "--device", "pixel7", "--space", "nb201", "--store", str(tmp_path / "m.db")]
+    assert main([*args, "--measurements", str(tmp_path / "phone.csv"), "--out", str(tmp_path / "o.csv")]) == 0
+    assert [float(r["latency_ms"]) for r in read_rows(tmp_path / "o.csv")] == [10.0, 11.0]
+    (tmp_path / "archs.txt").write_text(archs[1] + "\n")
+    assert main([*args, "--archs", str(tmp_path / "archs.txt")]) == 0  # stored: no phone needed
+
+
+def stored_cells(db):
+    if not db.exists():
+        return 0
+    try:
+        # the reference model's row is stored too; count the cells only
+        return sqlite3.connect(db, timeout=5).execute(
+            "SELECT COUNT(*) FROM measurements WHERE stats NOT LIKE '%is_reference%'").fetchone()[0]
+    except sqlite3.OperationalError:  # table not created yet
+        return 0
+
+
+def test_a_killed_run_keeps_every_finished_measurement(tmp_path):
+    db = tmp_path / "m.db"
+    command = [sys.executable, "-m", "nas", "profile", "--device", "local-cpu", "--space", "nb201", "--num", "30",
+               "--seed", "1", "--store", str(db), "--group-size", "1", *TINY]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while stored_cells(db) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    kept = stored_cells(db)
+    assert 2 <= kept < 30
+    rows = sqlite3.connect(db).execute("SELECT latency_ms, spread_ms FROM measurements").fetchall()
+    assert all(latency > 0 and spread >= 0 for latency, spread in rows)
+
+    # the same seed samples the same first cells: both were finished before the kill, so nothing is measured
+    assert main(["profile", "--device", "local-cpu", "--space", "nb201", "--num", "2", "--seed", "1",
+                 "--store", str(db), *TINY, "--out", str(tmp_path / "o.csv")]) == 0
+    sources = [r["source"] for r in read_rows(tmp_path / "o.csv")]
+    assert sources == ["stored", "stored"]

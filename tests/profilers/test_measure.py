@@ -1,0 +1,140 @@
+"""The measuring protocol and ``measure()``: drift correction, outlier
+rounds, flagging, and reuse of stored measurements."""
+
+import numpy as np
+import pytest
+
+from nas.devices import Device, get_device
+from nas.errors import DeviceUnavailableError, UserInputError
+from nas.profilers import MeasurementProtocol, measure
+from nas.profilers.measure import reference_arch, time_interleaved
+from nas.search_space import get_space
+from nas.store import MeasurementStore
+
+TINY = dict(warmup_runs=1, rounds=2, runs_per_round=2, extra_rounds=0, max_relative_spread=10.0)
+
+
+class DriftingMachine:
+    """A machine whose speed changes with every model run: ``slowdown(step)``
+    multiplies each model's true latency (ms)."""
+
+    def __init__(self, slowdown):
+        self.step, self.slowdown = 0, slowdown
+
+    def model(self, latency_ms):
+        def time_runs(runs):
+            times = []
+            for _ in range(runs):
+                times.append(latency_ms * self.slowdown(self.step))
+                self.step += 1
+            return np.array(times)
+        return time_runs
+
+
+def test_drift_correction_cancels_a_slowdown_that_hits_cells_and_reference_alike():
+    # the machine gets 3x slower over the session, linearly
+    machine = DriftingMachine(lambda step: 1.0 + step / 200)
+    truth = [1.0, 2.0, 4.0]
+    protocol = MeasurementProtocol(warmup_runs=0, rounds=5, runs_per_round=3, extra_rounds=0, seed=0)
+    corrected, _ = time_interleaved([machine.model(t) for t in truth], machine.model(1.0), protocol,
+                                    reference_ms=1.0)
+    ratios = [e.latency_ms / t for e, t in zip(corrected, truth)]
+    assert max(ratios) / min(ratios) == pytest.approx(1.0, abs=0.03)
+    assert corrected[0].stats["reference_ms"] == 1.0
+
+    machine = DriftingMachine(lambda step: 1.0 + step / 200)
+    raw, blocks = time_interleaved([machine.model(t) for t in truth], None,
+                                   MeasurementProtocol(warmup_runs=0, rounds=5, runs_per_round=3, extra_rounds=0,
+                                                       drift_correction=False, seed=0))
+    assert blocks == []
+    assert "reference_ms" not in raw[0].stats
+
+
+def test_an_outlier_round_is_rejected_and_counted():
+    # one round of the session runs 5x slower for the cell only (another process took the core)
+    calls = {"n": 0}
+
+    def cell(runs):
+        calls["n"] += 1
+        return np.full(runs, 10.0 if calls["n"] == 3 else 2.0)
+
+    protocol = MeasurementProtocol(warmup_runs=0, rounds=6, runs_per_round=2, extra_rounds=0, drift_correction=False)
+    (estimate,), _ = time_interleaved([cell], None, protocol)
+    assert estimate.latency_ms == 2.0
+    assert estimate.stats["rounds_rejected"] == 1
+    assert estimate.spread_ms == 0.0
+    assert not estimate.flagged
+
+
+def test_a_cell_whose_rounds_keep_disagreeing_is_repeated_then_flagged():
+    calls = {"n": 0}
+
+    def wild(runs):  # rounds spread evenly over 1..4 ms: no single round is an outlier
+        calls["n"] += 1
+        return np.full(runs, 1.0 + calls["n"] % 4)
+
+    steady = lambda runs: np.full(runs, 2.0)  # noqa: E731
+    protocol = MeasurementProtocol(warmup_runs=0, rounds=3, runs_per_round=1, extra_rounds=4,
+                                   max_relative_spread=0.05, drift_correction=False)
+    (wild_estimate, steady_estimate), _ = time_interleaved([wild, steady], None, protocol)
+    assert wild_estimate.flagged and wild_estimate.stats["rounds"] == 7
+    assert not steady_estimate.flagged and steady_estimate.stats["rounds"] == 3
+    assert wild_estimate.spread_ms > 0
+
+
+def test_protocol_settings_are_validated_with_the_setting_named():
+    with pytest.raises(UserInputError, match="rounds"):
+        MeasurementProtocol.from_settings({"rounds": 0})
+    with pytest.raises(UserInputError, match="drift_correction"):
+        MeasurementProtocol.from_settings({"drift_correction": "yes"})
+    assert MeasurementProtocol.from_settings({"rounds": 3, "other": 1}).rounds == 3
+
+
+def test_reference_arch_is_a_valid_fixed_architecture():
+    space = get_space("nb201")
+    assert space.validate(reference_arch("nb201")) == reference_arch("nb201")
+    assert set(reference_arch("nb201")) == {"nor_conv_1x1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_local_cpu():
+    return get_device("local-cpu").with_settings(**TINY, group_size=2)
+
+
+def test_measure_stores_as_it_goes_and_reuses_stored_measurements(tmp_path, tiny_local_cpu):
+    space = get_space("nb201")
+    archs = [space.from_index(i) for i in (1, 2, 3)]
+    store = MeasurementStore(tmp_path / "m.db")
+    first = measure(tiny_local_cpu, "nb201", archs[:2], store=store)
+    assert [m.source for m in first] == ["measured", "measured"]
+    assert all(m.latency_ms > 0 and m.settings["threads"] == 1 for m in first)
+    # the reference model's own measurement fixes the store's scale
+    reference = store.get("local-cpu", first[0].settings, "nb201", space.to_string(reference_arch("nb201")))
+    assert reference is not None and reference.latency_ms == first[0].stats["reference_ms"]
+
+    second = measure(tiny_local_cpu, "nb201", archs + [archs[0]], store=store)
+    assert [m.source for m in second] == ["stored", "stored", "measured", "stored"]
+    assert second[0].latency_ms == first[0].latency_ms
+    assert second[2].stats["reference_ms"] == reference.latency_ms
+    assert {m.arch for m in store.all(device="local-cpu", space="nb201")} >= {m.arch for m in second}
+
+
+def test_store_false_neither_reads_nor_writes(tmp_path, tiny_local_cpu, monkeypatch):
+    monkeypatch.setenv("NAS_STORE", str(tmp_path / "default.db"))
+    arch = get_space("nb201").from_index(5)
+    (record,) = measure(tiny_local_cpu, "nb201", [arch], store=False)
+    assert record.source == "measured"
+    assert not (tmp_path / "default.db").exists()
+
+
+def test_replayed_devices_are_not_stored(tmp_path):
+    store = MeasurementStore(tmp_path / "m.db")
+    (record,) = measure("pixel3", "nb201", [get_space("nb201").from_index(7)], store=store)
+    assert record.source == "replayed" and record.latency_ms > 0
+    assert len(store) == 0
+
+
+def test_an_unreachable_device_raises_before_anything_is_measured(tmp_path):
+    remote = Device("lab-phone", "a phone behind an agent", "phone", "remote", {"url": "http://127.0.0.1:9"})
+    with pytest.raises(DeviceUnavailableError, match="nas agent serve"):
+        measure(remote, "nb201", [get_space("nb201").from_index(0)], store=MeasurementStore(tmp_path / "m.db"))
