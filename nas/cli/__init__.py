@@ -11,7 +11,7 @@ import sys
 from nas.errors import UserInputError
 
 #: modules under ``nas.cli`` that add subcommands, in help order
-SUBCOMMAND_MODULES = ("export", "devices", "profile", "agent")
+SUBCOMMAND_MODULES = ("export", "devices", "profile", "agent", "search", "predictor")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,17 +8,17 @@ default predictor.
 
 from __future__ import annotations
 
-from importlib import resources
-
 from nas import benchmarks
-from nas.predictors import checkpoint
+from nas.predictors import checkpoint, measurements
 from nas.predictors.base import LatencyPredictor
+from nas.predictors.methods import finetune, meta_train, shipped_checkpoint_path, trained_predictor
 from nas.predictors.registry import create_predictor, list_predictors, predictor_class, register_predictor
+from nas.predictors.stacked import StackedPredictor
 from nas.predictors.transfer import TransferPredictor
 from nas.search_space import Arch, get_space
 
 #: the method ``load_default_predictor`` ships a checkpoint of
-DEFAULT_METHOD = "transfer"
+DEFAULT_METHOD = "stacked"
 
 
 def reference_archs(space: str) -> list[Arch]:
@@ -30,7 +30,7 @@ def reference_archs(space: str) -> list[Arch]:
 
 def default_checkpoint_path(space: str):
     """Where the shipped, meta-trained checkpoint of the default predictor lives."""
-    return resources.files("nas").joinpath("data", "checkpoints", f"{space}_default.npz")
+    return shipped_checkpoint_path(space, "default")
 
 
 def load_predictor(path) -> LatencyPredictor:
@@ -51,5 +51,5 @@ def load_default_predictor(space: str) -> LatencyPredictor:
     return create_predictor(DEFAULT_METHOD, space)
 
 
-__all__ = ["DEFAULT_METHOD", "LatencyPredictor", "TransferPredictor", "create_predictor", "default_checkpoint_path",
-           "list_predictors", "load_default_predictor", "load_predictor", "reference_archs", "register_predictor"]
+__all__ = ["DEFAULT_METHOD", "LatencyPredictor", "StackedPredictor", "TransferPredictor", "create_predictor", "default_checkpoint_path", "finetune", "meta_train",
+           "list_predictors", "load_default_predictor", "load_predictor", "reference_archs", "register_predictor", "shipped_checkpoint_path", "trained_predictor"]

@@ -23,6 +23,8 @@ class LatencyPredictor(abc.ABC):
 
     #: registry name of the method
     name: str = ""
+    #: measurements of the target device the method adapts on in the HELP protocol
+    num_samples: int = 10
 
     def __init__(self, space: str):
         self.space = space
@@ -30,7 +32,9 @@ class LatencyPredictor(abc.ABC):
 
     @abc.abstractmethod
     def adapt(self, measurements: Mapping[str, float]) -> "LatencyPredictor":
-        """Fit to the target device from ``{canonical arch string: latency_ms}``; returns ``self``."""
+        """Fit to the target device from ``{canonical arch string: latency_ms}``; returns ``self``.
+
+        Adapting again starts over from the unadapted (meta-trained) state."""
 
     @abc.abstractmethod
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:

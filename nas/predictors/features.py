@@ -9,6 +9,7 @@ thousands of architectures per second.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Sequence
 
 import numpy as np
@@ -30,13 +31,24 @@ def op_codes(space: str, archs: Sequence[Arch | str]) -> np.ndarray:
     does not belong to the space is a :class:`UserInputError`.
     """
     lookup = _op_lookup(space)
+    positions = len(lookup)
+    if lookup and all(table == lookup[0] for table in lookup) and all(not isinstance(a, str) for a in archs):
+        # fast path: every position offers the same operations
+        try:
+            if any(len(a) != positions for a in archs):
+                raise KeyError
+            flat = np.fromiter(map(lookup[0].__getitem__, itertools.chain.from_iterable(archs)),
+                               dtype=np.int64, count=len(archs) * positions)
+            return flat.reshape(len(archs), positions)
+        except (KeyError, TypeError, ValueError):
+            pass  # the slow path below names the culprit
     search_space = get_space(space)
     rows = []
     for arch in archs:
         if isinstance(arch, str):
             arch = search_space.from_string(arch)
         try:
-            if len(arch) != len(lookup):
+            if len(arch) != positions:
                 raise KeyError(arch)
             rows.append([table[op] for table, op in zip(lookup, arch)])
         except (KeyError, TypeError):
@@ -46,7 +58,7 @@ def op_codes(space: str, archs: Sequence[Arch | str]) -> np.ndarray:
             except (ValueError, TypeError) as error:
                 problem = str(error)
             raise UserInputError(f"{arch!r} is not a {space} architecture: {problem}") from None
-    return np.asarray(rows, dtype=np.int64).reshape(len(rows), len(lookup))
+    return np.asarray(rows, dtype=np.int64).reshape(len(rows), positions)
 
 
 def one_hot(space: str, codes: np.ndarray) -> np.ndarray:
@@ -59,20 +71,29 @@ def one_hot(space: str, codes: np.ndarray) -> np.ndarray:
     return out
 
 
+def _hash_rows(codes: np.ndarray) -> np.ndarray:
+    weights = np.random.default_rng(12345).integers(1, 2 ** 62, size=codes.shape[1], dtype=np.int64)
+    with np.errstate(over="ignore"):
+        return (codes * weights).sum(axis=1)  # wraps modulo 2**64; rows are verified after lookup
+
+
 @functools.lru_cache(maxsize=None)
-def _table_index(space: str) -> dict[tuple[int, ...], int]:
+def _table_index(space: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     codes = op_codes(space, [get_space(space)._parse(s) for s in benchmarks.arch_strings(space)])
-    index: dict[tuple[int, ...], int] = {}
-    for i, row in enumerate(map(tuple, codes.tolist())):
-        index.setdefault(row, i)
-    return index
+    keys = _hash_rows(codes)
+    order = np.argsort(keys, kind="stable")
+    return codes, keys[order], order
 
 
 def table_rows(space: str, codes: np.ndarray) -> np.ndarray:
     """Benchmark row of each architecture, ``-1`` where the table has none."""
-    index = _table_index(space)
-    return np.fromiter((index.get(row, -1) for row in map(tuple, codes.tolist())), dtype=np.int64,
-                       count=len(codes))
+    table_codes, sorted_keys, order = _table_index(space)
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    position = np.minimum(np.searchsorted(sorted_keys, _hash_rows(codes)), len(order) - 1)
+    rows = order[position]
+    found = (table_codes[rows] == codes).all(axis=1)
+    return np.where(found, rows, -1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,3 +157,47 @@ class SourceLatencies:
             out[~known] = design @ self.coefficients[:-1] + self.coefficients[-1]
             out[~known] = np.maximum(out[~known], 1e-3)
         return out
+
+
+@functools.lru_cache(maxsize=None)
+def _cost_table(space: str) -> np.ndarray:
+    """``[positions, choices, k]`` hardware-independent cost features per
+    operation: NB201, whether each non-``none`` operation is used (op counts);
+    FBNet, 1x1 and depthwise multiply-accumulates, activation traffic,
+    parameters, convolution count, grouped convs and 5x5 kernels."""
+    search_space = get_space(space)
+    if space == "nb201":
+        table = np.zeros((len(search_space.choices), 5, 4))
+        for k in range(1, 5):
+            table[:, k, k - 1] = 1.0
+        return table
+    if space == "fbnet":
+        from nas.search_space.fbnet import CANDIDATES, layer_shapes, parse_candidate
+        shapes = layer_shapes()
+        table = np.zeros((len(shapes), len(CANDIDATES), 7))
+        resolution = 32
+        for layer, (c_in, c_out, stride) in enumerate(shapes):
+            out_res = resolution // stride
+            for k, op in enumerate(CANDIDATES):
+                if op == "skip":
+                    if c_in != c_out or stride != 1:
+                        table[layer, k] = [c_in * c_out * out_res ** 2, 0, c_in * resolution ** 2 + c_out * out_res ** 2,
+                                           c_in * c_out, 1, 0, 0]
+                    continue
+                kernel, expansion, groups = parse_candidate(op)
+                hidden = c_in * expansion
+                table[layer, k] = [
+                    c_in * hidden / groups * resolution ** 2 + hidden * c_out / groups * out_res ** 2,
+                    hidden * kernel * kernel * out_res ** 2,
+                    c_in * resolution ** 2 + 2 * hidden * resolution ** 2 + hidden * out_res ** 2 + c_out * out_res ** 2,
+                    c_in * hidden / groups + hidden * kernel * kernel + hidden * c_out / groups,
+                    3, float(groups > 1), float(kernel == 5)]
+            resolution = out_res
+        return table
+    raise UserInputError(f"no cost features for space {space!r}")
+
+
+def cost_features(space: str, codes: np.ndarray) -> np.ndarray:
+    """``[n, k]`` additive, hardware-independent cost features (see ``_cost_table``)."""
+    table = _cost_table(space)
+    return table[np.arange(codes.shape[1]), codes].sum(axis=1)

@@ -1,0 +1,253 @@
+"""The default predictor: a stack of small linear latency models, weighted by
+how well each predicts the device's own measurements left out.
+
+Each candidate is linear in milliseconds over one feature family:
+
+- transfer: the latencies the meta-train devices record for the architecture
+  (all of them by non-negative least squares, each alone, each pair);
+- cost: hardware-independent cost features (operation counts for NB201;
+  1x1 / depthwise MACs, activation traffic, parameters, conv count for FBNet);
+- FLOPs.
+
+Adapting fits every candidate on the measurements, scores it by leave-one-out
+error in log space, and mixes the candidates' log predictions with softmin
+weights of that error (the temperature is meta-learned on held-out devices).
+Devices unlike every training table fall back on the cost and FLOPs models,
+so the predictor does not fall apart there. The interval is split-conformal:
+log residuals normalised by the device's leave-one-out error, calibrated on
+meta-train (leave-device-out) and meta-valid devices in the 10-shot regime.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+
+from nas import benchmarks
+from nas.errors import UserInputError
+from nas.predictors.base import LatencyPredictor
+from nas.predictors.features import SourceLatencies, cost_features, flops_and_params, op_codes
+from nas.predictors.registry import register_predictor
+from nas.search_space import Arch
+
+MIN_MEASUREMENTS = 4
+#: leave-one-out up to this many measurements, 10-fold cross-validation above
+MAX_LEAVE_ONE_OUT = 40
+COST_RIDGE = (0.1, 1.0)
+SCALE_FLOOR = 0.01
+
+
+def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int) -> np.ndarray:
+    """``[features, models]`` coefficients of every candidate, fitted on ``phi`` rows.
+
+    ``phi`` columns: source latencies (``num_sources``), standardised cost
+    features (``num_cost``), MFLOPs, constant 1.
+    """
+    features = phi.shape[1]
+    one = features - 1
+    models = []
+
+    def add(columns, weights):
+        vector = np.zeros(features)
+        vector[list(columns)] = weights
+        models.append(vector)
+
+    sources = list(range(num_sources))
+    add(sources + [one], nnls(phi[:, sources + [one]], latency_ms)[0])
+    for j in sources:
+        add([j, one], np.linalg.lstsq(phi[:, [j, one]], latency_ms, rcond=None)[0])
+    for i, j in itertools.combinations(sources, 2):
+        add([i, j, one], nnls(phi[:, [i, j, one]], latency_ms)[0])
+    cost = list(range(num_sources, num_sources + num_cost)) + [one]
+    scale = float(latency_ms.mean())
+    design = phi[:, cost]
+    for lam in COST_RIDGE:
+        penalty = np.r_[np.full(num_cost, lam), 1e-8]
+        add(cost, scale * np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ latency_ms / scale))
+    flops = [num_sources + num_cost, one]
+    add(flops, np.linalg.lstsq(phi[:, flops], latency_ms, rcond=None)[0])
+    return np.stack(models, axis=1)
+
+
+def held_out_predictions(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int) -> np.ndarray:
+    """``[n, models]``: each measurement predicted by candidates fitted without it
+    (leave-one-out, or 10 folds beyond ``MAX_LEAVE_ONE_OUT`` measurements)."""
+    n = len(latency_ms)
+    if n <= MAX_LEAVE_ONE_OUT:
+        folds = [np.array([i]) for i in range(n)]
+    else:
+        folds = np.array_split(np.random.default_rng(0).permutation(n), 10)
+    out = None
+    for fold in folds:
+        keep = np.setdiff1d(np.arange(n), fold)
+        coefficients = fit_candidates(phi[keep], latency_ms[keep], num_sources, num_cost)
+        predicted = phi[fold] @ coefficients
+        if out is None:
+            out = np.zeros((n, predicted.shape[1]))
+        out[fold] = predicted
+    return out
+
+
+def softmin_weights(log_errors: np.ndarray, temperature: float) -> np.ndarray:
+    """Mixture weights from each candidate's mean squared held-out log error."""
+    best = max(float(log_errors.min()), 1e-12)
+    logits = -(log_errors - best) / (temperature * best)
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+@register_predictor("stacked")
+class StackedPredictor(LatencyPredictor):
+    """Transfer, cost and FLOPs linear models mixed by held-out error (see module doc)."""
+
+    def __init__(self, space: str, source: SourceLatencies | None = None, temperature: float = 2.0,
+                 cost_center: np.ndarray | None = None, cost_scale: np.ndarray | None = None,
+                 calibration: np.ndarray | None = None):
+        super().__init__(space)
+        self.source = source or SourceLatencies(space, benchmarks.help_protocol(space).meta_train_devices)
+        self.temperature = float(temperature)
+        if cost_center is None:
+            codes = op_codes(space, [self.search_space._parse(s) for s in benchmarks.arch_strings(space)])
+            cost = cost_features(space, codes)
+            cost_center, cost_scale = cost.mean(axis=0), cost.std(axis=0) + 1e-12
+        self.cost_center, self.cost_scale = np.asarray(cost_center), np.asarray(cost_scale)
+        #: sorted normalised absolute log residuals of calibration devices
+        self.calibration = None if calibration is None else np.sort(np.asarray(calibration, dtype=np.float64))
+        self.coefficients: np.ndarray | None = None
+        self.mixture: np.ndarray | None = None
+        self.log_scale: float | None = None
+
+    # --- features -------------------------------------------------------------------
+    def design(self, codes: np.ndarray) -> np.ndarray:
+        """``[n, features]``: source latencies, standardised cost features, MFLOPs, 1."""
+        cost = (cost_features(self.space, codes) - self.cost_center) / self.cost_scale
+        flops, _ = flops_and_params(self.space, codes)
+        return np.concatenate([self.source(codes), cost, flops[:, None] / 1e6, np.ones((len(codes), 1))], axis=1)
+
+    @property
+    def _sizes(self) -> tuple[int, int]:
+        return len(self.source.devices), len(self.cost_center)
+
+    # --- contract ---------------------------------------------------------------------
+    def adapt(self, measurements: Mapping[str, float]) -> "StackedPredictor":
+        archs, latency_ms = self._parse_measurements(measurements)
+        if len(latency_ms) < MIN_MEASUREMENTS:
+            raise UserInputError(f"the stacked predictor needs at least {MIN_MEASUREMENTS} measurements "
+                                 f"(normally the 10 reference architectures), got {len(latency_ms)}")
+        return self.adapt_codes(op_codes(self.space, archs), latency_ms)
+
+    def adapt_codes(self, codes: np.ndarray, latency_ms: np.ndarray) -> "StackedPredictor":
+        """``adapt`` on operation codes (used by meta-training and evaluation)."""
+        phi = self.design(codes)
+        self.coefficients = fit_candidates(phi, latency_ms, *self._sizes)
+        held_out = np.maximum(held_out_predictions(phi, latency_ms, *self._sizes), 1e-3 * latency_ms.min())
+        log_held_out = np.log(held_out)
+        log_errors = ((log_held_out - np.log(latency_ms)[:, None]) ** 2).mean(axis=0)
+        self.mixture = softmin_weights(log_errors, self.temperature)
+        self._floor_ms = 1e-2 * float(latency_ms.min())
+        mixed = log_held_out @ self.mixture
+        self.log_scale = float(np.sqrt(np.mean((mixed - np.log(latency_ms)) ** 2) + SCALE_FLOOR ** 2))
+        return self
+
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        if self.coefficients is None:
+            raise RuntimeError("call adapt() before predict()")
+        candidates = np.maximum(self.design(codes) @ self.coefficients, self._floor_ms)
+        return np.exp(np.log(candidates) @ self.mixture)
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        return self.predict_codes(op_codes(self.space, archs))
+
+    def interval_halfwidth(self, coverage: float) -> float:
+        """Half-width of the interval in log space for this device."""
+        if not 0 < coverage < 1:
+            raise UserInputError(f"coverage must be between 0 and 1 (e.g. 0.9), got {coverage}")
+        if self.calibration is None or not len(self.calibration):
+            raise RuntimeError("this predictor has no calibration; meta-train it first")
+        n = len(self.calibration)
+        rank = min(n - 1, int(np.ceil((n + 1) * coverage)) - 1)
+        return float(self.calibration[rank]) * self.log_scale
+
+    def predict_interval(self, archs: Sequence[Arch], coverage: float = 0.9):
+        predicted = self.predict(archs)
+        if self.calibration is None:
+            return predicted, predicted.copy(), predicted.copy()
+        width = self.interval_halfwidth(coverage)
+        return predicted, predicted * np.exp(-width), predicted * np.exp(width)
+
+    # --- checkpoints --------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"source_devices": list(self.source.devices), "temperature": self.temperature}
+        arrays = {"source_coefficients": self.source.coefficients, "cost_center": self.cost_center,
+                  "cost_scale": self.cost_scale}
+        if self.calibration is not None:
+            arrays["calibration"] = self.calibration
+        if self.coefficients is not None:
+            arrays.update(coefficients=self.coefficients, mixture=self.mixture)
+            meta.update(log_scale=self.log_scale, floor_ms=self._floor_ms)
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, space, meta, arrays):
+        predictor = cls(space, SourceLatencies(space, meta["source_devices"], arrays["source_coefficients"]),
+                        meta["temperature"], arrays["cost_center"], arrays["cost_scale"], arrays.get("calibration"))
+        if "coefficients" in arrays:
+            predictor.coefficients, predictor.mixture = arrays["coefficients"], arrays["mixture"]
+            predictor.log_scale, predictor._floor_ms = meta["log_scale"], meta["floor_ms"]
+        return predictor
+
+    # --- meta-training ------------------------------------------------------------------
+    @classmethod
+    def meta_train(cls, space: str, seed: int = 0, log=None, temperatures=(0.5, 1.0, 2.0, 4.0),
+                   residuals_per_device: int = 1500) -> "StackedPredictor":
+        """Choose the mixing temperature and calibrate the interval on
+        held-out devices only: each meta-train device with its own column
+        removed from the sources, and the meta-valid devices. Meta-test
+        devices are never read."""
+        from nas.predictors.evaluation import table_codes
+
+        log = log or (lambda message: None)
+        protocol = benchmarks.help_protocol(space)
+        table = benchmarks.latency_table(space)
+        codes = table_codes(space)
+        reference = np.array(protocol.reference_indices)
+        held_out = np.setdiff1d(np.arange(len(codes)), reference)
+        full = cls(space)
+        tasks = []  # (device, predictor whose sources exclude the device)
+        for device in protocol.meta_train_devices:
+            others = [d for d in protocol.meta_train_devices if d != device]
+            tasks.append((device, cls(space, SourceLatencies(space, others), cost_center=full.cost_center,
+                                      cost_scale=full.cost_scale)))
+        tasks += [(device, full) for device in protocol.meta_valid_devices]
+        best = None
+        for temperature in temperatures:
+            rhos = []
+            for device, predictor in tasks:
+                predictor.temperature = temperature
+                y = table.column(device)
+                predictor.adapt_codes(codes[reference], y[reference])
+                predicted = predictor.predict_codes(codes[held_out])
+                rhos.append(_spearman(predicted, y[held_out]))
+            log(f"temperature {temperature}: mean Spearman on held-out devices {np.mean(rhos):.4f}")
+            if best is None or np.mean(rhos) > best[0]:
+                best = (float(np.mean(rhos)), temperature)
+        rng = np.random.default_rng(seed)
+        residuals = []
+        for device, predictor in tasks:
+            predictor.temperature = best[1]
+            y = table.column(device)
+            predictor.adapt_codes(codes[reference], y[reference])
+            rows = rng.choice(held_out, min(residuals_per_device, len(held_out)), replace=False)
+            log_error = np.abs(np.log(predictor.predict_codes(codes[rows])) - np.log(np.maximum(y[rows], 1e-3)))
+            residuals.append(log_error / predictor.log_scale)
+        log(f"chose temperature {best[1]}; calibrated the interval on {len(tasks)} devices")
+        return cls(space, full.source, best[1], full.cost_center, full.cost_scale,
+                   np.concatenate(residuals).astype(np.float32))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+    return float(spearmanr(a, b)[0])
