@@ -1,0 +1,126 @@
+"""``nas search``: the most accurate architecture that meets a latency budget
+on a device, verified there when it can be measured."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from nas.search_space import list_spaces
+
+
+def _strategy_option_groups(parser) -> dict[str, list[str]]:
+    """Let each strategy add its own options; returns strategy name -> option dests.
+
+    Strategies sharing an ``add_arguments`` (tpe and nsga2 share Optuna's)
+    add their options once and both own them.
+    """
+    from nas.search import list_strategies, strategy_class
+
+    owned: dict[str, list[str]] = {}
+    added: dict[object, list[str]] = {}
+    for name in list_strategies():
+        cls = strategy_class(name)
+        hook = getattr(cls.add_arguments, "__func__", cls.add_arguments)
+        if hook not in added:
+            before = {id(a) for a in parser._actions}
+            cls.add_arguments(parser.add_argument_group(f"options of strategy {name}"))
+            added[hook] = [a.dest for a in parser._actions if id(a) not in before]
+        owned[name] = added[hook]
+    return owned
+
+
+def register(subparsers) -> None:
+    from nas.search import list_strategies
+
+    parser = subparsers.add_parser(
+        "search", help="find the most accurate architecture that meets a latency budget on a device",
+        description="Adapt the latency predictor on the device's 10 reference architectures, search the space for "
+                    "the most accurate architecture predicted to meet the budget, then measure the best candidates "
+                    "on the device (when it can be measured) and return the most accurate one whose MEASURED "
+                    "latency meets it.")
+    parser.add_argument("--space", default="nb201", choices=list_spaces(), help="search space (default nb201)")
+    parser.add_argument("--device", required=True, help="catalog device ('nas devices list')")
+    parser.add_argument("--latency", required=True, help="latency budget, e.g. 14ms, 0.02s")
+    parser.add_argument("--dataset", default="cifar100",
+                        help="task the accuracy is for (nb201: cifar10, cifar100, imagenet16-120; default cifar100)")
+    parser.add_argument("--strategy", choices=list_strategies(), default=None,
+                        help="search strategy (default: exhaustive where the predictor can score the whole space, "
+                             "as for nb201; else evolution)")
+    parser.add_argument("--evaluations", type=int, default=None, metavar="N",
+                        help="architectures the strategy may score with the predictor (strategy default if omitted)")
+    parser.add_argument("--seed", type=int, default=0, help="search and weight-initialisation seed (default 0)")
+    parser.add_argument("--verify", type=int, default=10, metavar="N",
+                        help="at most N verification measurements on the device (default 10; 0: trust the prediction)")
+    parser.add_argument("--measurements", metavar="M.csv",
+                        help="the 10 reference architectures measured on the device (header arch,latency_ms), "
+                             "instead of measuring them")
+    parser.add_argument("--store", metavar="PATH",
+                        help="SQLite measurement store (default $NAS_STORE or ~/.cache/nas/measurements.db)")
+    parser.add_argument("--data-dir", metavar="DIR", help="training data, for strategies that train a network")
+    parser.add_argument("--out", metavar="DIR", help="write model.onnx, result.json and summary.txt here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    parser.set_defaults(handler=_search, strategy_dests=_strategy_option_groups(parser),
+                        strategy_actions=list(parser._actions))
+
+
+def _strategy_options(args) -> dict:
+    from nas.errors import UserInputError
+    from nas.search import default_strategy, strategy_class
+
+    name = args.strategy or default_strategy(args.space)
+    options = {}
+    if args.evaluations is not None:
+        options["num_evaluations"] = args.evaluations
+    mine = set(args.strategy_dests.get(name, ()))
+    for other, dests in args.strategy_dests.items():
+        for dest in dests:
+            value = getattr(args, dest, None)
+            if dest in mine:
+                if value is not None:
+                    options[dest] = value
+            elif value is not None and value is not False:
+                owners = sorted(n for n, d in args.strategy_dests.items() if dest in d)
+                flag = next((a.option_strings[0] for a in args.strategy_actions if a.dest == dest), dest)
+                raise UserInputError(f"{flag} applies to strateg{'ies' if len(owners) > 1 else 'y'} "
+                                     f"{' and '.join(owners)}, not {name}; add --strategy {owners[-1]}")
+    if strategy_class(name).needs_data:
+        options["data_dir"] = args.data_dir
+    return options
+
+
+def _search(args) -> int:
+    from nas.search import search_under_budget
+
+    options = _strategy_options(args)
+    try:
+        outcome = search_under_budget(args.space, args.device, args.latency, dataset=args.dataset,
+                                      strategy=args.strategy, strategy_options=options, seed=args.seed,
+                                      verify_max=args.verify, measurements=args.measurements, store=args.store,
+                                      progress=True, out=args.out)
+    except KeyboardInterrupt:
+        _explain_resume(args)
+        return 130
+    if args.json:
+        record = outcome.to_dict()
+        if args.out:
+            record["out"] = args.out
+        print(json.dumps(record))
+    else:
+        print(outcome.summary())
+        if args.out:
+            print(f"wrote {args.out}/result.json, summary.txt"
+                  + (f", model.onnx (weights {outcome.weights})" if outcome.arch else ""))
+    return 0 if outcome.arch is not None else 1
+
+
+def _explain_resume(args) -> None:
+    from nas.store import default_store_path
+
+    store = args.store or default_store_path()
+    hint = [f"\nnas search: interrupted. Every measurement finished on {args.device} is kept in the "
+            f"measurement store {store}; run the same command again to resume: stored measurements are "
+            f"reused, not repeated."]
+    if getattr(args, "storage", None):
+        hint.append(f"The Optuna study {args.study_name or ''} in {args.storage} continues from its finished trials.")
+    print(" ".join(hint), file=sys.stderr)

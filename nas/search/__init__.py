@@ -1,0 +1,98 @@
+"""Latency-constrained architecture search.
+
+Strategies are found through a registry (the CLI's ``--strategy`` choices
+come from it)::
+
+    >>> from nas.search import get_strategy, list_strategies, search_under_budget
+    >>> result = search_under_budget("nb201", "pixel2", "14ms", dataset="cifar100")
+
+Adding a strategy::
+
+    @register_strategy("mine")
+    class Mine(SearchStrategy):
+        def search(self, problem, progress=None) -> SearchResult: ...
+
+A strategy that trains its own supernet (ProxylessNAS) sets
+``needs_data = True`` (it then receives ``data_dir``), may add CLI options in
+``add_arguments(parser)`` (they reach its constructor as keyword options),
+and may return the trained network as ``SearchResult.model``; the pipeline
+does the rest (adapting the latency predictor, verifying on the device,
+export). See :mod:`nas.search.base`.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from nas.errors import UserInputError
+from nas.search.accuracy import (AccuracyEstimator, get_accuracy_estimator, list_accuracy_spaces,
+                                 register_accuracy_estimator)
+from nas.search.base import Candidate, SearchProblem, SearchResult, SearchStrategy
+
+_REGISTRY: dict[str, type[SearchStrategy]] = {}
+
+#: strategy used when none is named and the space is too big to score whole
+DEFAULT_STRATEGY = "evolution"
+
+
+def register_strategy(name: str):
+    """Class decorator: make a :class:`SearchStrategy` available as ``get_strategy(name)``."""
+    def decorate(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return decorate
+
+
+def list_strategies() -> list[str]:
+    """Registered strategy names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def strategy_class(name: str) -> type[SearchStrategy]:
+    """The registered class of ``name`` (unknown names suggest close ones)."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=2, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UserInputError(f"unknown search strategy {name!r}.{hint} Available: {', '.join(list_strategies())}")
+    return _REGISTRY[name]
+
+
+def get_strategy(name: str, **options) -> SearchStrategy:
+    """A new strategy ``name`` built with keyword ``options``; unknown options are refused."""
+    cls = strategy_class(name)
+    try:
+        return cls(**options)
+    except TypeError as error:
+        raise UserInputError(f"strategy {name!r} does not take these options: {error}") from None
+
+
+from nas.search._evolution import RegularizedEvolution  # noqa: E402
+from nas.search._optuna import NSGA2Search, TPESearch  # noqa: E402
+from nas.search._random import ExhaustiveSearch, RandomSearch  # noqa: E402
+
+register_strategy("evolution")(RegularizedEvolution)
+register_strategy("random")(RandomSearch)
+register_strategy("exhaustive")(ExhaustiveSearch)
+register_strategy("tpe")(TPESearch)
+register_strategy("nsga2")(NSGA2Search)
+
+
+
+def default_strategy(space: str) -> str:
+    """``exhaustive`` for a space small enough to score every architecture
+    with the predictor (NB201), else :data:`DEFAULT_STRATEGY`."""
+    from nas.search_space import get_space
+
+    search_space = get_space(space)
+    listable = getattr(search_space, "all_archs", None) is not None
+    small = (search_space.num_archs or SearchProblem.BATCH_ALL_LIMIT + 1) <= SearchProblem.BATCH_ALL_LIMIT
+    return "exhaustive" if listable and small else DEFAULT_STRATEGY
+
+
+from nas.search.pipeline import SearchOutcome, search_under_budget  # noqa: E402
+
+__all__ = ["AccuracyEstimator", "Candidate", "DEFAULT_STRATEGY", "SearchOutcome", "SearchProblem",
+           "SearchResult", "SearchStrategy", "default_strategy", "get_accuracy_estimator", "get_strategy",
+           "list_accuracy_spaces", "list_strategies", "register_accuracy_estimator", "register_strategy",
+           "search_under_budget", "strategy_class"]

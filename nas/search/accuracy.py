@@ -1,0 +1,89 @@
+"""Accuracy estimators: how accurate an architecture is expected to be, in percent.
+
+A search space gets an estimator by registering a factory::
+
+    @register_accuracy_estimator("fbnet")
+    def _fbnet(**options) -> AccuracyEstimator: ...
+
+``get_accuracy_estimator(space, **options)`` refuses, with exit code 2, a space
+that has none: the search never guesses accuracy.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Sequence
+
+import numpy as np
+
+from nas import benchmarks
+from nas.errors import UserInputError
+from nas.search_space import Arch, get_space
+from nas.search_space.nb201 import DATASET_CLASSES
+
+_FACTORIES: dict[str, Callable[..., "AccuracyEstimator"]] = {}
+
+
+class AccuracyEstimator(abc.ABC):
+    """Expected accuracy (percent) of architectures of one space."""
+
+    #: search space the estimator belongs to
+    space: str = ""
+    #: one line for summaries, e.g. "NB201 200-epoch test accuracy on cifar100"
+    description: str = ""
+    #: classes of the task the accuracy is for (sizes the exported classifier); None: the space's default
+    num_classes: int | None = None
+
+    @abc.abstractmethod
+    def estimate(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Accuracy in percent of each architecture, in order."""
+
+
+def register_accuracy_estimator(space: str):
+    """Decorator: register ``factory(**options) -> AccuracyEstimator`` for ``space``."""
+    def decorate(factory):
+        _FACTORIES[space] = factory
+        return factory
+    return decorate
+
+
+def list_accuracy_spaces() -> list[str]:
+    """Spaces that have an accuracy estimator."""
+    return sorted(_FACTORIES)
+
+
+def get_accuracy_estimator(space: str, **options) -> AccuracyEstimator:
+    """The accuracy estimator of ``space`` built with ``options`` (e.g. ``dataset``)."""
+    get_space(space)  # unknown space: its own error
+    if space not in _FACTORIES:
+        raise UserInputError(
+            f"space {space} has no accuracy estimator yet; a latency-constrained search needs one to "
+            f"rank architectures. Spaces that have one: {', '.join(list_accuracy_spaces())}. "
+            f"Search one of those, or register an estimator with "
+            f"nas.search.accuracy.register_accuracy_estimator({space!r})")
+    return _FACTORIES[space](**options)
+
+
+class NB201TableAccuracy(AccuracyEstimator):
+    """NAS-Bench-201's recorded 200-epoch test accuracy (mean over seeds)."""
+
+    space = "nb201"
+
+    def __init__(self, dataset: str = "cifar100"):
+        self.dataset = dataset
+        self._table = benchmarks.nb201_accuracy(dataset)  # validates the dataset name
+        self._space = get_space("nb201")
+        self.num_classes = DATASET_CLASSES[dataset]
+        self.description = f"NAS-Bench-201 200-epoch test accuracy on {dataset} (recorded, not estimated)"
+
+    def estimate(self, archs: Sequence[Arch]) -> np.ndarray:
+        return np.array([self._table[self._space.index_of(a)] for a in archs], dtype=np.float64)
+
+    def all_accuracies(self) -> np.ndarray:
+        """Accuracy of every cell, in benchmark index order."""
+        return self._table
+
+
+@register_accuracy_estimator("nb201")
+def _nb201(dataset: str = "cifar100") -> AccuracyEstimator:
+    return NB201TableAccuracy(dataset)

@@ -1,0 +1,340 @@
+"""The constrained-search pipeline behind ``nas search``: one function,
+:func:`search_under_budget`, that a Python user calls exactly as the CLI does.
+
+1. adapt the default latency predictor on the device's 10 reference
+   architectures (measured, replayed, or read from a measurements CSV);
+2. let a strategy maximise accuracy subject to the predicted interval's
+   upper bound <= budget;
+3. when the device can be measured, verify candidates on it
+   (:mod:`nas.search.verification`) and return the most accurate one whose
+   measured latency meets the budget; otherwise return the prediction with
+   its interval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from nas.budget import parse_latency_ms
+from nas.devices import Device, get_device
+from nas.errors import DeviceUnavailableError, UserInputError
+from nas.search.accuracy import get_accuracy_estimator
+from nas.search.base import Candidate, SearchProblem
+from nas.search.calibration import CalibratedPredictor
+from nas.search.verification import VerifiedCandidate, verify
+from nas.search_space import get_space
+
+#: statuses of a :class:`SearchOutcome`
+VERIFIED, OVER_BUDGET, PREDICTED, NO_CANDIDATE = "verified", "over_budget", "predicted", "no_candidate"
+
+
+@dataclass
+class SearchOutcome:
+    """What ``nas search`` found. Latencies in milliseconds, accuracy in percent.
+
+    ``status``: ``verified`` (measured on the device and meets the budget),
+    ``over_budget`` (measured candidates all broke it; ``arch`` is None and
+    ``fastest`` says the fastest measured), ``predicted`` (device not
+    measurable: predicted, with its interval), ``no_candidate`` (nothing is
+    predicted to meet the budget).
+    """
+
+    space: str
+    device: str
+    budget_ms: float
+    dataset: str | None
+    strategy: str
+    seed: int
+    status: str
+    arch: str | None
+    accuracy: float | None
+    predicted_latency_ms: float | None
+    predicted_interval_ms: tuple[float, float] | None
+    coverage: float
+    measured_latency_ms: float | None
+    device_samples: int
+    samples_reused: int
+    reference_source: str
+    accuracy_source: str
+    verification: list[dict[str, Any]] = field(default_factory=list)
+    fastest: dict[str, Any] | None = None
+    num_evaluations: int = 0
+    wall_s: float = 0.0
+    model: Any = None  # a trained torch.nn.Module when the strategy trained one
+    num_classes: int | None = None
+
+    @property
+    def weights(self) -> str:
+        return "trained by the search strategy" if self.model is not None else \
+            f"freshly initialised (seed {self.seed}), not trained"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready record (``result.json``, ``--json``)."""
+        return {
+            "space": self.space, "device": self.device, "budget_ms": self.budget_ms, "status": self.status,
+            "arch": self.arch, "accuracy": self.accuracy, "dataset": self.dataset,
+            "accuracy_source": self.accuracy_source,
+            "predicted_latency_ms": self.predicted_latency_ms,
+            "predicted_interval_ms": list(self.predicted_interval_ms) if self.predicted_interval_ms else None,
+            "interval_coverage": self.coverage,
+            "measured_latency_ms": self.measured_latency_ms,
+            "device_samples": self.device_samples, "device_samples_reused": self.samples_reused,
+            "reference_source": self.reference_source,
+            "verification": self.verification, "fastest_measured": self.fastest,
+            "strategy": self.strategy, "seed": self.seed, "num_evaluations": self.num_evaluations,
+            "weights": self.weights, "wall_s": round(self.wall_s, 3), "versions": package_versions(),
+        }
+
+    def summary(self) -> str:
+        """A few readable lines: what was found and how far to trust it."""
+        lines = [f"search: {self.space} on {self.device}, budget {self.budget_ms:g} ms, "
+                 f"strategy {self.strategy}, seed {self.seed}"]
+        if self.status in (VERIFIED, PREDICTED):
+            lines.append(f"architecture: {self.arch}")
+            lines.append(f"accuracy: {self.accuracy:.2f}% ({self.accuracy_source})")
+            low, high = self.predicted_interval_ms
+            lines.append(f"predicted latency: {self.predicted_latency_ms:.2f} ms "
+                         f"({self.coverage:.0%} interval {low:.2f}-{high:.2f} ms)")
+        if self.status == VERIFIED:
+            lines.append(f"measured latency: {self.measured_latency_ms:.2f} ms on {self.device} "
+                         f"-- meets the {self.budget_ms:g} ms budget")
+        elif self.status == PREDICTED:
+            lines.append(f"measured latency: not measured ({self.device} cannot be measured from here); "
+                         f"the latency above is a PREDICTION")
+        elif self.status == OVER_BUDGET:
+            fastest = self.fastest
+            lines.append(f"no measured architecture meets the {self.budget_ms:g} ms budget on {self.device}")
+            if fastest:
+                lines.append(f"fastest measured: {fastest['arch']} at {fastest['measured_latency_ms']:.2f} ms "
+                             f"(accuracy {fastest['accuracy']:.2f}%); try a budget of at least that, or more --verify")
+        else:
+            lines.append(f"no architecture is predicted to meet the {self.budget_ms:g} ms budget; "
+                         f"the fastest predicted is {self.fastest['arch']} at "
+                         f"{self.fastest['predicted_latency_ms']:.2f} ms")
+        for number, v in enumerate(self.verification, start=1):
+            verdict = "meets" if v["meets_budget"] else "over"
+            lines.append(f"  verification {number}: {v['measured_latency_ms']:.2f} ms measured "
+                         f"(predicted {v['predicted_latency_ms']:.2f}), accuracy {v['accuracy']:.2f}%, "
+                         f"{verdict} budget  {v['arch']}")
+        reused = f", {self.samples_reused} reused from the measurement store" if self.samples_reused else ""
+        lines.append(f"target-device measurements: {self.device_samples} "
+                     f"({self.reference_source} reference samples + {len(self.verification)} verification{reused})")
+        return "\n".join(lines)
+
+    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``model.onnx`` (when an architecture was found), ``result.json`` and ``summary.txt``."""
+        from nas.export import export_arch
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        summary = self.summary()
+        if self.arch is not None:
+            model = self.model
+            if model is None:
+                import torch
+
+                torch.manual_seed(self.seed)
+                search_space = get_space(self.space)
+                model = search_space.build(search_space.from_string(self.arch), num_classes=self.num_classes)
+            paths["model"] = export_arch(self.space, self.arch, out / "model.onnx", model=model)
+            summary += f"\nmodel.onnx: weights {self.weights}"
+        else:
+            summary += "\nmodel.onnx: not written (no architecture met the budget)"
+        paths["result"] = out / "result.json"
+        paths["result"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        paths["summary"] = out / "summary.txt"
+        paths["summary"].write_text(summary + "\n")
+        return paths
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape a result."""
+    versions = {"python": platform.python_version()}
+    for name in ("nas", "torch", "numpy", "onnx", "onnxruntime", "optuna"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def ways_forward(device: Device, space: str, reason: str) -> str:
+    """The message for a device that cannot be measured: why, and what to do instead."""
+    return (f"device {device.name!r} cannot be measured right now ({reason}). Ways forward:\n"
+            f"  - connect it (for a phone: USB debugging on, visible in 'adb devices') and run again;\n"
+            f"  - measure the 10 reference architectures on it ('nas predictor reference-archs --space {space}') "
+            f"and pass them with --measurements m.csv (header arch,latency_ms); the result is then a prediction;\n"
+            f"  - pick a catalog device that can be measured or replayed ('nas devices list'), e.g. pixel2 or local-cpu")
+
+
+def _progress_bar(total: int | None, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    # disable=None: tqdm hides itself when stderr is not a terminal
+    return tqdm(total=total, desc=desc, unit="arch", file=sys.stderr, disable=None if enabled else True,
+                leave=False, mininterval=0.5)
+
+
+def search_under_budget(space: str, device: str | Device, latency: str | float, *, dataset: str = "cifar100",
+                        strategy: str | None = None, strategy_options: Mapping[str, Any] | None = None,
+                        seed: int = 0, verify_max: int = 10, measurements: str | os.PathLike | Mapping[str, float] | None = None,
+                        store: Any = None, coverage: float = 0.9, predictor: Any = None,
+                        progress: bool = False, out: str | os.PathLike | None = None,
+                        on_measure=None) -> SearchOutcome:
+    """Find the most accurate architecture of ``space`` whose latency on ``device`` meets ``latency``.
+
+    ``latency`` is a budget like ``"14ms"`` (see :func:`nas.budget.parse_latency_ms`).
+    ``measurements`` (CSV path or ``{arch string: ms}``) replaces measuring
+    the reference architectures; ``verify_max`` caps verification
+    measurements; ``store`` is the measurement store (see
+    :func:`nas.profilers.measure`); ``predictor`` an unadapted latency
+    predictor (default: the shipped default predictor). ``out`` writes
+    model/result/summary there. Raises :class:`UserInputError` for bad input
+    and :class:`DeviceUnavailableError` when nothing can be measured or read.
+    """
+    from nas import predictors
+    from nas.search import default_strategy, get_strategy
+
+    started = time.perf_counter()
+    budget_ms = parse_latency_ms(latency)
+    search_space = get_space(space)
+    accuracy = get_accuracy_estimator(space, dataset=dataset) if dataset is not None else get_accuracy_estimator(space)
+    if not (isinstance(verify_max, int) and verify_max >= 0):
+        raise UserInputError(f"--verify must be a whole number >= 0, got {verify_max!r}")
+    if not 0 < coverage < 1:
+        raise UserInputError(f"coverage must be between 0 and 1, got {coverage!r}")
+    options = dict(strategy_options or {})
+    strategy = strategy or default_strategy(space)
+    searcher = get_strategy(strategy, seed=seed, **options)
+    device = get_device(device) if isinstance(device, str) else device
+    if device.spaces and space not in device.spaces:
+        raise UserInputError(f"device {device.name!r} has data only for {', '.join(device.spaces)}, "
+                             f"not space {space!r}")
+
+    unmeasurable = _why_not_measurable(device)
+    samples_reused = 0
+    device_samples = 0
+
+    def measure_on_device(archs) -> list[float]:
+        nonlocal device_samples, samples_reused
+        from nas.profilers import measure
+
+        records = measure(device, space, archs, store=store, progress=False)
+        device_samples += len(records)
+        samples_reused += sum(r.source == "stored" for r in records)
+        return [r.latency_ms for r in records]
+
+    if measurements is not None:
+        if isinstance(measurements, Mapping):
+            samples = {search_space.to_string(search_space.from_string(a)): float(v) for a, v in measurements.items()}
+        else:
+            samples = predictors.measurements.read_measurements_csv(measurements, space)
+        reference_source = f"{len(samples)} given"
+        device_samples = len(samples)
+    elif unmeasurable:
+        raise unmeasurable if isinstance(unmeasurable, DeviceUnavailableError) else \
+            DeviceUnavailableError(ways_forward(device, space, str(unmeasurable)))
+    else:
+        references = predictors.reference_archs(space)
+        with _progress_bar(len(references), f"measuring references on {device.name}", progress) as bar:
+            latencies = measure_on_device(references)
+            bar.update(len(references))
+        samples = {search_space.to_string(a): ms for a, ms in zip(references, latencies)}
+        reference_source = f"{len(samples)} {'replayed' if device.profiler_kind == 'replay' else 'measured'}"
+
+    base = predictor if predictor is not None else predictors.load_default_predictor(space)
+    calibrated = CalibratedPredictor(base).adapt(samples)
+    problem = SearchProblem(space, budget_ms, accuracy, calibrated, coverage=coverage, dataset=dataset)
+    with _progress_bar(getattr(searcher, "num_evaluations", None), f"searching ({strategy})", progress) as bar:
+        result = searcher.search(problem, progress=bar.update)
+    # the device samples are candidates too: one that meets the budget is verified for free
+    pool = list(result.candidates) + problem.evaluate([search_space.from_string(a) for a in samples])
+
+    common = dict(space=space, device=device.name, budget_ms=budget_ms, dataset=dataset, strategy=strategy,
+                  seed=seed, coverage=coverage, reference_source=reference_source,
+                  accuracy_source=accuracy.description or type(accuracy).__name__,
+                  num_evaluations=problem.num_evaluations, model=None, num_classes=accuracy.num_classes)
+
+    def finish(outcome: SearchOutcome) -> SearchOutcome:
+        outcome.device_samples = device_samples
+        outcome.samples_reused = samples_reused
+        outcome.wall_s = time.perf_counter() - started
+        if out is not None:
+            outcome.write(out)
+        return outcome
+
+    if unmeasurable or verify_max == 0:
+        safe = [c for c in pool if c.safe_under(budget_ms)]
+        best = max(safe, key=lambda c: (c.accuracy, -c.high_ms), default=None)
+        if best is None:
+            fastest = min(pool, key=lambda c: c.predicted_ms)
+            return finish(SearchOutcome(**common, status=NO_CANDIDATE, arch=None, accuracy=None,
+                                        predicted_latency_ms=None, predicted_interval_ms=None,
+                                        measured_latency_ms=None, device_samples=0, samples_reused=0,
+                                        fastest=_candidate_dict(search_space, fastest)))
+        measured_ms = samples.get(search_space.to_string(best.arch))
+        outcome = _found(common, search_space, best, measured_ms, VERIFIED if measured_ms is not None
+                         and measured_ms <= budget_ms else PREDICTED)
+        if result.model is not None and result.best is not None and result.best.arch == best.arch:
+            outcome.model = result.model
+        return finish(outcome)
+
+    with _progress_bar(verify_max, f"verifying on {device.name}", progress) as bar:
+        def note(verified: VerifiedCandidate) -> None:
+            bar.update(1)
+            if on_measure:
+                on_measure(verified)
+        report = verify(pool, budget_ms, calibrated, measure_on_device,
+                        max_measurements=verify_max, coverage=coverage, on_measure=note)
+    trail = [dict(_candidate_dict(search_space, v.candidate), measured_latency_ms=v.measured_ms,
+                  meets_budget=v.meets(budget_ms)) for v in report.measured]
+    chosen = report.best
+    if chosen is None:
+        fastest = report.fastest
+        return finish(SearchOutcome(**common, status=OVER_BUDGET, arch=None, accuracy=None,
+                                    predicted_latency_ms=None, predicted_interval_ms=None, measured_latency_ms=None,
+                                    device_samples=0, samples_reused=0, verification=trail,
+                                    fastest=None if fastest is None else dict(
+                                        _candidate_dict(search_space, fastest.candidate),
+                                        measured_latency_ms=fastest.measured_ms)))
+    outcome = _found(common, search_space, chosen.candidate, chosen.measured_ms, VERIFIED)
+    outcome.verification = trail
+    if result.model is not None and result.best is not None and result.best.arch == chosen.candidate.arch:
+        outcome.model = result.model
+    return finish(outcome)
+
+
+def _found(common: dict, search_space, candidate: Candidate, measured_ms: float | None, status: str) -> SearchOutcome:
+    return SearchOutcome(**common, status=status, arch=search_space.to_string(candidate.arch),
+                         accuracy=candidate.accuracy, predicted_latency_ms=candidate.predicted_ms,
+                         predicted_interval_ms=(candidate.low_ms, candidate.high_ms),
+                         measured_latency_ms=measured_ms, device_samples=0, samples_reused=0)
+
+
+def _candidate_dict(search_space, candidate: Candidate) -> dict[str, Any]:
+    return {"arch": search_space.to_string(candidate.arch), "accuracy": candidate.accuracy,
+            "predicted_latency_ms": candidate.predicted_ms, "predicted_high_ms": candidate.high_ms}
+
+
+def _why_not_measurable(device: Device) -> UserInputError | None:
+    """None when ``device`` can be measured (or replayed) now, else the error saying why.
+
+    A :class:`DeviceUnavailableError` from the profiler already lists how to
+    reach the device, so it is passed on as it is.
+    """
+    try:
+        from nas.profilers import make_profiler
+
+        make_profiler(device).check_available()
+    except UserInputError as error:
+        return error
+    return None
