@@ -1,0 +1,245 @@
+"""ProxylessNAS inside ``nas search``: strategy ``proxyless`` and the ``fbnet``
+accuracy estimator (a trained supernet scoring architectures with shared
+weights), so evolution and Optuna can search ``fbnet`` too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from nas.proxyless.data import DATASETS, DataSplits, load_data
+from nas.proxyless.latency_table import SPACE, LatencyLookupTable, fit_lookup_table
+from nas.proxyless.search import ProxylessSearch, SearchConfig
+from nas.proxyless.supernet import ProxylessSupernet
+from nas.proxyless.train import accuracy_percent
+from nas.search_space import Arch, get_space
+
+try:  # the search package is optional for the rest of nas.proxyless
+    from nas.search import (AccuracyEstimator, Candidate, SearchResult, SearchStrategy,
+                            register_accuracy_estimator, register_strategy)
+except ImportError:  # pragma: no cover - only while nas.search is absent
+    AccuracyEstimator = SearchStrategy = object  # type: ignore[misc,assignment]
+    register_strategy = register_accuracy_estimator = None  # type: ignore[assignment]
+
+#: where supernets trained for the accuracy estimator are kept (``$NAS_CACHE`` overrides ``~/.cache/nas``)
+CACHE_ENV = "NAS_CACHE"
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    return (Path(configured).expanduser() if configured else Path.home() / ".cache" / "nas") / "proxyless"
+
+
+def recalibrate_batchnorm(model: torch.nn.Module, loader, batches: int) -> None:
+    """Re-estimate BatchNorm statistics for the active paths: shared weights
+    see a different mix of paths in training than any single architecture."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for i, (images, _labels) in enumerate(loader):
+            if i >= batches:
+                break
+            model(images)
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()
+
+
+class SupernetAccuracy(AccuracyEstimator):
+    """Validation accuracy (percent) of ``fbnet`` architectures run inside a
+    trained supernet (weights shared, BatchNorm recalibrated per architecture).
+
+    ``checkpoint``: a ProxylessNAS checkpoint (``checkpoint.pt`` of a search
+    ``--out`` directory). Without one, a supernet is trained with uniform
+    path sampling for ``epochs`` on ``data`` the first time an estimate is
+    asked for, and cached under ``$NAS_CACHE/proxyless``.
+    """
+
+    space = SPACE
+
+    def __init__(self, *, checkpoint: str | os.PathLike | None = None, data: str | DataSplits = "digits",
+                 data_dir: str | os.PathLike | None = None, resolution: int = 32, epochs: int = 4, seed: int = 0,
+                 calibration_batches: int = 4, supernet: ProxylessSupernet | None = None):
+        self._data_spec = (data, data_dir, resolution)
+        self._data = data if isinstance(data, DataSplits) else None
+        if self._data is None and data not in DATASETS:
+            from nas.errors import UserInputError
+
+            raise UserInputError(f"fbnet accuracy data {data!r} is not one of {', '.join(DATASETS)}")
+        self.checkpoint, self.epochs, self.seed = checkpoint, int(epochs), int(seed)
+        self.calibration_batches = calibration_batches
+        self._supernet = supernet
+        self._cache: dict[Arch, float] = {}
+        name = self._data.name if self._data is not None else data
+        source = f"checkpoint {checkpoint}" if checkpoint else (
+            "the search's supernet" if supernet is not None else f"supernet trained {epochs} epochs")
+        self.description = f"{name} validation accuracy inside a weight-sharing supernet ({source}); an estimate"
+
+    @property
+    def data(self) -> DataSplits:
+        if self._data is None:
+            name, data_dir, resolution = self._data_spec
+            self._data = load_data(name, data_dir, resolution=resolution)
+        return self._data
+
+    @property
+    def num_classes(self) -> int:  # type: ignore[override]
+        return self.data.num_classes
+
+    def supernet(self) -> ProxylessSupernet:
+        if self._supernet is None:
+            self._supernet = self._load_or_train()
+        return self._supernet
+
+    def _load_or_train(self) -> ProxylessSupernet:
+        supernet = ProxylessSupernet(self.data.num_classes)
+        if self.checkpoint is not None:
+            from nas.errors import UserInputError
+
+            path = Path(self.checkpoint)
+            path = path / ProxylessSearch.CHECKPOINT if path.is_dir() else path
+            if not path.is_file():
+                raise UserInputError(f"supernet checkpoint {str(path)!r} does not exist")
+            supernet.load_state_dict(torch.load(path, weights_only=False)["supernet"])
+            return supernet
+        folder = cache_dir() / (f"supernet-{self.data.name}-r{self.data.resolution}-e{self.epochs}-s{self.seed}")
+        # weights only (warm-up for every epoch): uniform path sampling, alpha untouched
+        table = LatencyLookupTable("none", supernet.candidate_names, np.zeros(tuple(supernet.alpha.shape)), 0.0)
+        search = ProxylessSearch(self.data, table, 1.0, SearchConfig(epochs=self.epochs, warmup_epochs=self.epochs,
+                                                                      seed=self.seed), checkpoint_dir=folder)
+        if search.checkpoint_path.is_file():
+            search.resume()
+        return search.run()
+
+    def estimate(self, archs: Sequence[Arch]) -> np.ndarray:
+        supernet = self.supernet()
+        calibration = self.data.loader("train", 64, shuffle=True, seed=self.seed)
+        val = self.data.loader("val", 256)
+        for arch in dict.fromkeys(tuple(a) for a in archs):
+            if arch not in self._cache:
+                supernet.set_arch(arch)
+                recalibrate_batchnorm(supernet, calibration, self.calibration_batches)
+                self._cache[arch] = accuracy_percent(supernet, val)
+        return np.array([self._cache[tuple(a)] for a in archs], dtype=np.float64)
+
+
+def table_from_predictor(predictor, name: str = "predictor") -> LatencyLookupTable:
+    """A lookup table whose sums reproduce an adapted latency predictor on the
+    5,000 sampled ``fbnet`` architectures of the benchmark."""
+    archs = list(get_space(SPACE).measured_archs())
+    table = fit_lookup_table(name, archs, np.asarray(predictor.predict(archs), dtype=np.float64))
+    table.fit["source"] = f"adapted {getattr(predictor, 'name', type(predictor).__name__)} predictor"
+    return table
+
+
+class ProxylessStrategy(SearchStrategy):
+    """ProxylessNAS: trains a path-binarized supernet towards the budget with
+    the problem's adapted predictor as latency table, derives the most
+    probable architecture (and faster fall-backs for verification), and
+    retrains the first one from scratch (``SearchResult.model``,
+    ``info['test_accuracy']``)."""
+
+    needs_data = True
+
+    def __init__(self, *, seed: int = 0, num_evaluations: int | None = None, data: str = "digits",
+                 data_dir: str | os.PathLike | None = None, epochs: int = 6, retrain_epochs: int | None = None,
+                 resolution: int = 32, resume: bool = False, checkpoint_dir: str | os.PathLike | None = None,
+                 out: str | os.PathLike | None = None, fallbacks: int = 4):
+        from nas.search.base import check_positive
+
+        self.seed, self.num_evaluations = int(seed), num_evaluations
+        self.data_spec = (data, data_dir, resolution)
+        if data not in DATASETS:
+            from nas.errors import UserInputError
+
+            raise UserInputError(f"--data {data!r} is not one of {', '.join(DATASETS)}")
+        self.epochs = check_positive("epochs", epochs)
+        self.retrain_epochs = check_positive("retrain_epochs", retrain_epochs) if retrain_epochs else self.epochs
+        self.resume = bool(resume)
+        self.checkpoint_dir = checkpoint_dir or out
+        self.fallbacks = int(fallbacks)
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        group = parser.add_argument_group("proxyless (strategy options)")
+        group.add_argument("--data", default="digits", choices=DATASETS,
+                           help="training data for the supernet (default digits, bundled)")
+        group.add_argument("--epochs", type=int, default=6, help="supernet epochs, and retraining epochs")
+        group.add_argument("--retrain-epochs", dest="retrain_epochs", type=int, default=None,
+                           help="retraining epochs of the found architecture (default: --epochs)")
+        group.add_argument("--resolution", type=int, default=32, help="training image size in pixels (default 32)")
+        group.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+        group.add_argument("--checkpoint-dir", dest="checkpoint_dir", default=None,
+                           help="where the supernet checkpoint is written each epoch")
+
+    def search(self, problem, progress=None) -> SearchResult:
+        from nas.errors import UserInputError
+        from nas.proxyless.pipeline import shrink_to_latency
+        from nas.proxyless.train import train_architecture
+
+        name, data_dir, resolution = self.data_spec
+        data = load_data(name, data_dir, resolution=resolution)
+        table = table_from_predictor(problem.predictor)
+        config = SearchConfig(epochs=self.epochs, seed=self.seed)
+        search = ProxylessSearch(data, table, problem.budget_ms, config, checkpoint_dir=self.checkpoint_dir)
+        if self.resume:
+            if search.checkpoint_path is None:
+                raise UserInputError("--resume needs --checkpoint-dir (or --out): where the checkpoint was written")
+            search.resume()
+        supernet = search.run()
+        probs = supernet.probs().detach().numpy()
+        archs: list[Arch] = []
+        picks = None
+        for k in range(self.fallbacks + 1):
+            picks = shrink_to_latency(probs, table, problem.budget_ms * 0.97 ** k, start=picks)
+            if picks is None:
+                break
+            arch = tuple(table.candidates[i] for i in picks)
+            if arch not in archs:
+                archs.append(arch)
+        if not archs:
+            raise UserInputError(f"no fbnet architecture is predicted to meet {problem.budget_ms:g} ms")
+        estimator = SupernetAccuracy(data=data, supernet=supernet, seed=self.seed)
+        accuracy = estimator.estimate(archs)
+        error_ms = table.fit.get("mean_abs_error_ms", 0.0)
+        candidates = []
+        for arch, acc in zip(archs, accuracy):
+            predicted = table.arch_latency_ms(arch)
+            candidates.append(Candidate(arch, float(acc), predicted, max(predicted - error_ms, 0.0),
+                                        predicted + error_ms))
+        if progress:
+            progress(len(candidates))
+        result = SearchResult(self.name, candidates, problem.budget_ms,
+                              info={"latency_table": table.fit, "history": search.history})
+        best = result.best or candidates[0]
+        trained = train_architecture(best.arch, data, epochs=self.retrain_epochs, batch_size=config.batch_size,
+                                     seed=self.seed)
+        result.model = trained.model
+        result.info.update(test_accuracy=trained.test_accuracy, val_accuracy=trained.val_accuracy,
+                           retrained_arch=get_space(SPACE).to_string(best.arch))
+        return result
+
+
+if register_strategy is not None:
+    register_strategy("proxyless")(ProxylessStrategy)
+
+    @register_accuracy_estimator(SPACE)
+    def _fbnet_accuracy(dataset: str | None = None, **options: Any) -> SupernetAccuracy:
+        """``dataset`` (the ``nas search --dataset`` value) names the supernet's training data
+        when it is one of ``DATASETS``; NB201's dataset names do not apply to fbnet."""
+        if dataset is not None and dataset in DATASETS:
+            options.setdefault("data", dataset)
+        elif dataset is not None and "data" not in options:
+            from nas.errors import UserInputError
+
+            raise UserInputError(f"fbnet accuracy is estimated by a supernet trained on one of "
+                                 f"{', '.join(DATASETS)}; dataset {dataset!r} is not available for fbnet")
+        return SupernetAccuracy(**options)
