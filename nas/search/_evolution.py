@@ -28,26 +28,30 @@ class RegularizedEvolution(SearchStrategy):
     def search(self, problem: SearchProblem, progress: ProgressCallback | None = None) -> SearchResult:
         rng = np.random.default_rng(self.seed)
         space = problem.search_space
-        size = problem.search_space.num_archs
-        # a space smaller than the evaluation budget cannot absorb it
-        cycles = min(self.num_evaluations, 4 * size) if size else self.num_evaluations
+        size = space.num_archs
+        # the budget counts distinct architectures; a small space cannot absorb more than it holds
+        wanted = min(self.num_evaluations, size) if size else self.num_evaluations
         population: collections.deque = collections.deque()
-        seen = {}
-        for _ in range(min(self.population_size, cycles)):
-            candidate = problem.evaluate([space.sample(rng)])[0]
+        seen: dict = {}
+
+        def add(candidate) -> None:
             population.append(candidate)
-            seen[candidate.arch] = candidate
-        if progress:
-            progress(len(population))
-        for _ in range(cycles - len(population)):
-            picks = rng.choice(len(population), size=self.tournament_size, replace=False)
+            if candidate.arch not in seen:
+                seen[candidate.arch] = candidate
+                if progress:
+                    progress(1)
+
+        while len(population) < min(self.population_size, wanted):
+            add(problem.evaluate([space.sample(rng)])[0])
+        cycles = 0
+        # revisits are free (cached) but cap the loop, as converged populations mostly revisit
+        while len(seen) < wanted and cycles < 20 * wanted:
+            cycles += 1
+            picks = rng.choice(len(population), size=min(self.tournament_size, len(population)), replace=False)
             parent = max((population[i] for i in picks), key=problem.fitness)
-            child = problem.evaluate([space.mutate(parent.arch, rng)])[0]
-            population.append(child)
-            population.popleft()
-            seen[child.arch] = child
-            if progress:
-                progress(1)
+            add(problem.evaluate([space.mutate(parent.arch, rng)])[0])
+            if len(population) > self.population_size:
+                population.popleft()
         return SearchResult(self.name, list(seen.values()), problem.budget_ms,
                             info={"population_size": self.population_size,
                                   "tournament_size": self.tournament_size, "cycles": cycles})

@@ -258,6 +258,8 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
         result = searcher.search(problem, progress=bar.update)
     # the device samples are candidates too: one that meets the budget is verified for free
     pool = list(result.candidates) + problem.evaluate([search_space.from_string(a) for a in samples])
+    if not unmeasurable and verify_max > 0:
+        pool += neighbourhood(problem, pool, calibrated)
 
     common = dict(space=space, device=device.name, budget_ms=budget_ms, dataset=dataset, strategy=strategy,
                   seed=seed, coverage=coverage, reference_source=reference_source,
@@ -311,6 +313,32 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     if result.model is not None and result.best is not None and result.best.arch == chosen.candidate.arch:
         outcome.model = result.model
     return finish(outcome)
+
+
+def neighbourhood(problem: SearchProblem, candidates: list[Candidate], predictor: CalibratedPredictor,
+                  top: int = 200, min_probability: float = 0.01) -> list[Candidate]:
+    """Every one-operation change of the ``top`` most accurate candidates that
+    might meet the budget (P >= ``min_probability``), scored.
+
+    Strategies aim at the predicted-safe side of the budget; the most accurate
+    architecture that truly meets it often sits just across, next to what
+    they found, which is where verification looks.
+    """
+    space = problem.search_space
+    unique = list({c.arch: c for c in candidates}.values())
+    if not unique:
+        return []
+    chance = predictor.probability_within([c.arch for c in unique], problem.budget_ms)
+    promising = sorted((c for c, p in zip(unique, chance) if p >= min_probability), key=lambda c: -c.accuracy)[:top]
+    known = {c.arch for c in unique}
+    fresh = {}
+    for candidate in promising:
+        for position, ops in enumerate(space.choices):
+            for op in ops:
+                arch = candidate.arch[:position] + (op,) + candidate.arch[position + 1:]
+                if arch not in known:
+                    fresh[arch] = None
+    return problem.evaluate(list(fresh))
 
 
 def _found(common: dict, search_space, candidate: Candidate, measured_ms: float | None, status: str) -> SearchOutcome:
