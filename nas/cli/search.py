@@ -17,16 +17,17 @@ def _strategy_option_groups(parser) -> dict[str, list[str]]:
     """
     from nas.search import list_strategies, strategy_class
 
-    owned: dict[str, list[str]] = {}
-    added: dict[object, list[str]] = {}
+    by_hook: dict[object, list[str]] = {}
     for name in list_strategies():
         cls = strategy_class(name)
-        hook = getattr(cls.add_arguments, "__func__", cls.add_arguments)
-        if hook not in added:
-            before = {id(a) for a in parser._actions}
-            cls.add_arguments(parser.add_argument_group(f"options of strategy {name}"))
-            added[hook] = [a.dest for a in parser._actions if id(a) not in before]
-        owned[name] = added[hook]
+        by_hook.setdefault(getattr(cls.add_arguments, "__func__", cls.add_arguments), []).append(name)
+    owned: dict[str, list[str]] = {}
+    for names in by_hook.values():
+        before = {id(a) for a in parser._actions}
+        strategy_class(names[0]).add_arguments(parser)
+        dests = [a.dest for a in parser._actions if id(a) not in before]
+        for name in names:
+            owned[name] = dests
     return owned
 
 
@@ -73,13 +74,14 @@ def _strategy_options(args) -> dict:
     if args.evaluations is not None:
         options["num_evaluations"] = args.evaluations
     mine = set(args.strategy_dests.get(name, ()))
+    defaults = {a.dest: a.default for a in args.strategy_actions}
     for other, dests in args.strategy_dests.items():
         for dest in dests:
             value = getattr(args, dest, None)
             if dest in mine:
                 if value is not None:
                     options[dest] = value
-            elif value is not None and value is not False:
+            elif value != defaults.get(dest):
                 owners = sorted(n for n, d in args.strategy_dests.items() if dest in d)
                 flag = next((a.option_strings[0] for a in args.strategy_actions if a.dest == dest), dest)
                 raise UserInputError(f"{flag} applies to strateg{'ies' if len(owners) > 1 else 'y'} "

@@ -92,6 +92,22 @@ def default_strategy(space: str) -> str:
 
 from nas.search.pipeline import SearchOutcome, search_under_budget  # noqa: E402
 
+#: packages that register strategies or accuracy estimators when imported
+PLUGIN_MODULES = ("nas.proxyless",)
+
+
+def _load_plugins() -> None:
+    import importlib
+
+    for module in PLUGIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional part that is absent: its strategies are simply not offered
+            pass
+
+
+_load_plugins()
+
 __all__ = ["AccuracyEstimator", "Candidate", "DEFAULT_STRATEGY", "SearchOutcome", "SearchProblem",
            "SearchResult", "SearchStrategy", "default_strategy", "get_accuracy_estimator", "get_strategy",
            "list_accuracy_spaces", "list_strategies", "register_accuracy_estimator", "register_strategy",

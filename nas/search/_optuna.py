@@ -32,9 +32,10 @@ class OptunaSearch(SearchStrategy):
 
     @classmethod
     def add_arguments(cls, parser) -> None:
-        parser.add_argument("--storage", metavar="URL",
-                            help="Optuna storage making the search resumable and shareable, e.g. sqlite:///study.db")
-        parser.add_argument("--study", dest="study_name", metavar="NAME", help="study name in --storage")
+        group = parser.add_argument_group("Optuna strategies (tpe, nsga2)")
+        group.add_argument("--storage", metavar="URL",
+                           help="Optuna storage making the search resumable and shareable, e.g. sqlite:///study.db")
+        group.add_argument("--study", dest="study_name", metavar="NAME", help="study name in --storage")
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
         raise NotImplementedError

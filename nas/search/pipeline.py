@@ -70,6 +70,7 @@ class SearchOutcome:
     wall_s: float = 0.0
     model: Any = None  # a trained torch.nn.Module when the strategy trained one
     num_classes: int | None = None
+    measurable: bool = True  # whether the device could be measured in this run
 
     @property
     def weights(self) -> str:
@@ -107,8 +108,8 @@ class SearchOutcome:
             lines.append(f"measured latency: {self.measured_latency_ms:.2f} ms on {self.device} "
                          f"-- meets the {self.budget_ms:g} ms budget")
         elif self.status == PREDICTED:
-            lines.append(f"measured latency: not measured ({self.device} cannot be measured from here); "
-                         f"the latency above is a PREDICTION")
+            why = "--verify 0" if self.measurable else f"{self.device} cannot be measured from here"
+            lines.append(f"measured latency: not measured ({why}); the latency above is a PREDICTION")
         elif self.status == OVER_BUDGET:
             fastest = self.fastest
             lines.append(f"no measured architecture meets the {self.budget_ms:g} ms budget on {self.device}")
@@ -258,13 +259,14 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
         result = searcher.search(problem, progress=bar.update)
     # the device samples are candidates too: one that meets the budget is verified for free
     pool = list(result.candidates) + problem.evaluate([search_space.from_string(a) for a in samples])
-    if not unmeasurable and verify_max > 0:
-        pool += neighbourhood(problem, pool, calibrated)
+    if not unmeasurable and verify_max > 0 and problem.all_archs() is not None:
+        pool += neighbourhood(problem, pool, calibrated)  # cheap where the whole space is scored
 
     common = dict(space=space, device=device.name, budget_ms=budget_ms, dataset=dataset, strategy=strategy,
                   seed=seed, coverage=coverage, reference_source=reference_source,
                   accuracy_source=accuracy.description or type(accuracy).__name__,
-                  num_evaluations=problem.num_evaluations, model=None, num_classes=accuracy.num_classes)
+                  num_evaluations=problem.num_evaluations, model=None, num_classes=accuracy.num_classes,
+                  measurable=unmeasurable is None)
 
     def finish(outcome: SearchOutcome) -> SearchOutcome:
         outcome.device_samples = device_samples
