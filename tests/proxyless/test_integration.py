@@ -1,0 +1,43 @@
+"""ProxylessNAS inside ``nas search``: the strategy and the fbnet accuracy estimator."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from nas import benchmarks, predictors
+from nas.errors import UserInputError
+from nas.proxyless.integration import ProxylessStrategy, SupernetAccuracy
+from nas.proxyless.supernet import ProxylessSupernet
+from nas.search import SearchProblem, get_accuracy_estimator, list_strategies
+from nas.search_space import get_space
+
+
+def test_strategy_and_estimator_are_registered():
+    assert "proxyless" in list_strategies()
+    estimator = get_accuracy_estimator("fbnet", dataset="digits")
+    assert isinstance(estimator, SupernetAccuracy)
+    with pytest.raises(UserInputError, match="cifar100"):
+        get_accuracy_estimator("fbnet", dataset="cifar100")
+
+
+def test_supernet_accuracy_scores_architectures(tiny_digits):
+    estimator = SupernetAccuracy(data=tiny_digits, supernet=ProxylessSupernet(10), calibration_batches=1)
+    space = get_space("fbnet")
+    archs = [space.sample(np.random.default_rng(i)) for i in range(2)]
+    accuracy = estimator.estimate(archs + archs[:1])
+    assert accuracy.shape == (3,) and np.all((0 <= accuracy) & (accuracy <= 100))
+    assert accuracy[0] == accuracy[2]
+
+
+def test_strategy_returns_candidates_under_the_predicted_budget(tiny_digits, monkeypatch):
+    space = get_space("fbnet")
+    column = benchmarks.latency_table("fbnet").column("raspi4")
+    samples = {space.to_string(a): float(column[space.index_of(a)]) for a in predictors.reference_archs("fbnet")}
+    predictor = copy.deepcopy(predictors.load_default_predictor("fbnet")).adapt(samples)
+    monkeypatch.setattr("nas.proxyless.integration.load_data", lambda *a, **k: tiny_digits)
+    strategy = ProxylessStrategy(epochs=1, fallbacks=2)
+    problem = SearchProblem("fbnet", 30.0, SupernetAccuracy(data=tiny_digits), predictor)
+    result = strategy.search(problem)
+    assert result.best is not None and result.best.safe_under(30.0)
+    assert result.model is not None and 0 <= result.info["test_accuracy"] <= 100

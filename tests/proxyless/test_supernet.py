@@ -1,0 +1,61 @@
+import torch
+import torch.nn.functional as F
+
+from nas.proxyless.supernet import ProxylessSupernet
+
+
+def _used_candidates(supernet):
+    return [[k for k, block in enumerate(layer.candidates)
+             if any(p.grad is not None for p in block.parameters())] for layer in supernet.layers]
+
+
+def test_weight_step_runs_and_trains_only_the_sampled_path():
+    torch.manual_seed(0)
+    supernet = ProxylessSupernet(num_classes=10)
+    arch = supernet.sample_single(torch.Generator().manual_seed(0))
+    logits = supernet(torch.randn(4, 3, 8, 8))
+    assert logits.shape == (4, 10)
+    F.cross_entropy(logits, torch.arange(4)).backward()
+    for layer_used, name in zip(_used_candidates(supernet), arch):
+        assert set(layer_used) <= {supernet.candidate_names.index(name)}
+    assert supernet.alpha.grad is None
+
+
+def test_two_path_estimator_matches_its_formula_and_keeps_unsampled_probabilities():
+    torch.manual_seed(0)
+    supernet = ProxylessSupernet(num_classes=10)
+    with torch.no_grad():
+        supernet.alpha.normal_()
+    supernet.sample_two(torch.Generator().manual_seed(1))
+    loss = F.cross_entropy(supernet(torch.randn(4, 3, 8, 8)), torch.arange(4))
+    gate_grads = torch.autograd.grad(loss, supernet.gate_tensors())
+    supernet.accumulate_arch_grad(gate_grads)
+    pairs = [layer.active for layer in supernet.layers]
+    row, pair = 3, pairs[3]
+    p = torch.softmax(supernet.alpha[row, pair].detach(), 0)
+    g = gate_grads[row]
+    expected = torch.stack([sum(g[j] * p[j] * (float(i == j) - p[i]) for j in range(2)) for i in range(2)])
+    assert torch.allclose(supernet.alpha.grad[row, pair], expected, atol=1e-6)
+    untouched = [k for k in range(9) if k not in pair]
+    assert torch.all(supernet.alpha.grad[row, untouched] == 0)
+
+    before_probs = supernet.probs().detach().clone()
+    before = supernet.alpha.detach().clone()
+    with torch.no_grad():
+        supernet.alpha -= 0.5 * supernet.alpha.grad
+    supernet.rescale_sampled(before)
+    after_probs = supernet.probs().detach()
+    for layer, (i, j) in enumerate(pairs):
+        others = [k for k in range(9) if k not in (i, j)]
+        assert torch.allclose(after_probs[layer, others], before_probs[layer, others], atol=1e-6)
+
+
+def test_fixed_arch_and_derive():
+    supernet = ProxylessSupernet(num_classes=10)
+    with torch.no_grad():
+        supernet.alpha[:, 8] = 3.0
+    assert supernet.derive() == ("skip",) * 22
+    supernet.set_arch(("k3_e1",) * 22)
+    assert supernet(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+    supernet.set_all_paths()
+    assert supernet(torch.randn(2, 3, 8, 8)).shape == (2, 10)
