@@ -9,14 +9,19 @@ follows one protocol:
 1. each cell of a group is exported to ONNX once and loaded once;
 2. the cells are timed in interleaved rounds, in a fresh random order
    every round, so slow phases of the machine hit all cells alike;
-3. with drift correction, a fixed reference model is timed right before and
+3. a block of runs is summarised by its fastest run: on a shared machine
+   most slow runs are runs that another process interrupted, and the
+   fastest run is the one least disturbed (a block's median is not: under
+   heavy load most runs are interrupted);
+4. with drift correction, a fixed reference model is timed right before and
    after every cell; a round's value is ``cell / mean(reference before,
    after)`` times the reference's latency, so a slowdown that hits both
    cancels out. The reference's latency is fixed per store (the first
    session measures it and stores it as an ordinary measurement), so every
-   measurement in one store is on one scale;
-4. rounds far from the median (robust z-score) are rejected;
-5. the spread of the remaining rounds is kept with the measurement; cells
+   measurement in one store is on one scale, however busy the machine was;
+5. rounds far from the median (robust z-score) are rejected; the latency
+   is the median of the rest;
+6. the spread of the remaining rounds is kept with the measurement; cells
    whose relative spread is still above ``max_relative_spread`` get extra
    rounds, up to ``extra_rounds``, and are then stored ``flagged=True``.
 """
@@ -124,7 +129,7 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None,
     ``reference`` is timed around every cell when given (drift correction);
     ``reference_ms`` is the latency the reference stands for (default: the
     median of this session's reference blocks). Returns one estimate per
-    timer, in order, and every reference block's median (ms).
+    timer, in order, and every reference block's value (its fastest run, ms).
     """
     rng = np.random.default_rng(protocol.seed)
     models = list(timers) + ([reference] if reference is not None else [])
@@ -135,7 +140,7 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None,
     reference_blocks: list[float] = []
 
     def time_reference() -> float:
-        block = float(np.median(reference(protocol.runs_per_round)))
+        block = float(np.min(reference(protocol.runs_per_round)))
         reference_blocks.append(block)
         return block
 
@@ -174,7 +179,7 @@ def _estimate(cell_rounds: list[_Round], scale: float | None, protocol: Measurem
     # factor that turns a round's raw runs into reference-corrected ones
     factors = np.array([1.0 if r.reference_ms is None or scale is None else scale / r.reference_ms
                         for r in cell_rounds])
-    values = np.array([np.median(r.runs_ms) for r in cell_rounds]) * factors
+    values = np.array([np.min(r.runs_ms) for r in cell_rounds]) * factors
     centre = float(np.median(values))
     mad = float(np.median(np.abs(values - centre))) * 1.4826
     # a floor of 2% keeps rounds within about 7% of the median from being called outliers
