@@ -40,7 +40,10 @@ class CalibratedPredictor(LatencyPredictor):
         self.inner: LatencyPredictor | None = None
 
     def _adapted(self, samples: Mapping[str, float]) -> LatencyPredictor:
-        return copy.deepcopy(self.base).adapt(dict(samples))
+        # a fresh copy each time (adapting may start from the current state); the
+        # search space is shared and stateless, and copying its caches is slow
+        shared = {id(self.base.search_space): self.base.search_space}
+        return copy.deepcopy(self.base, memo=shared).adapt(dict(samples))
 
     def adapt(self, measurements: Mapping[str, float]) -> "CalibratedPredictor":
         self.samples = dict(measurements)

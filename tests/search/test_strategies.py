@@ -1,0 +1,78 @@
+"""Strategies: registry, and each one finds accurate architectures predicted safe."""
+
+import pytest
+
+from nas.errors import UserInputError
+from nas.search import SearchStrategy, get_strategy, list_strategies, register_strategy
+from nas.search import _REGISTRY
+
+BUILTIN = ("evolution", "exhaustive", "nsga2", "random", "tpe")
+
+
+def test_registry_lists_the_builtin_strategies():
+    assert set(BUILTIN) <= set(list_strategies())
+    for name in BUILTIN:
+        assert isinstance(get_strategy(name), SearchStrategy)
+
+
+def test_unknown_strategy_and_bad_options_are_user_errors():
+    with pytest.raises(UserInputError, match="evolution"):
+        get_strategy("evolutoin")
+    with pytest.raises(UserInputError, match="num_evaluations"):
+        get_strategy("evolution", num_evaluations=0)
+    with pytest.raises(UserInputError, match="does not take"):
+        get_strategy("random", population_size=3)
+    with pytest.raises(UserInputError, match="tournament_size"):
+        get_strategy("evolution", population_size=4, tournament_size=8)
+
+
+def test_a_registered_strategy_is_offered(monkeypatch):
+    monkeypatch.setattr("nas.search._REGISTRY", dict(_REGISTRY))
+
+    @register_strategy("first-sample")
+    class FirstSample(SearchStrategy):
+        def search(self, problem, progress=None):
+            from nas.search import SearchResult
+            import numpy as np
+
+            arch = problem.search_space.sample(np.random.default_rng(self.seed))
+            return SearchResult(self.name, problem.evaluate([arch]), problem.budget_ms)
+
+    assert "first-sample" in list_strategies()
+    assert get_strategy("first-sample", seed=1).name == "first-sample"
+
+
+@pytest.mark.parametrize("name, evaluations", [("evolution", 400), ("random", 400), ("tpe", 60), ("nsga2", 60)])
+def test_strategy_returns_safe_best_within_its_evaluation_budget(pixel2_problem, name, evaluations):
+    calls = []
+    result = get_strategy(name, seed=0, num_evaluations=evaluations).search(pixel2_problem, progress=calls.append)
+    assert 0 < len(result.candidates) <= evaluations
+    assert len({c.arch for c in result.candidates}) == len(result.candidates)
+    assert sum(calls) >= len(result.candidates)
+    best = result.best
+    assert best is not None and best.high_ms <= 14.0
+    assert all(c.accuracy <= best.accuracy for c in result.safe)
+
+
+def test_exhaustive_finds_the_most_accurate_predicted_safe_cell(pixel2_problem):
+    exhaustive = get_strategy("exhaustive").search(pixel2_problem)
+    assert len(exhaustive.candidates) == 15625
+    evolution = get_strategy("evolution", seed=1, num_evaluations=1500).search(pixel2_problem)
+    random = get_strategy("random", seed=1, num_evaluations=300).search(pixel2_problem)
+    assert exhaustive.best.accuracy >= evolution.best.accuracy >= random.best.accuracy - 0.5
+
+
+def test_optuna_study_resumes_from_storage(pixel2_problem, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = get_strategy("tpe", seed=0, num_evaluations=15, storage=storage, study_name="s").search(pixel2_problem)
+    assert first.info["trials"] == 15 and first.info["resumed_trials"] == 0
+    again = get_strategy("tpe", seed=0, num_evaluations=25, storage=storage, study_name="s").search(pixel2_problem)
+    assert again.info["trials"] == 25 and again.info["resumed_trials"] == 15
+    pixel2_problem.budget_ms = 20.0
+    with pytest.raises(UserInputError, match="another --study"):
+        get_strategy("tpe", num_evaluations=30, storage=storage, study_name="s").search(pixel2_problem)
+
+
+def test_study_name_without_storage_is_refused():
+    with pytest.raises(UserInputError, match="--storage"):
+        get_strategy("tpe", study_name="s")

@@ -1,0 +1,57 @@
+"""Verification: measured candidates decide, and the budget is never broken."""
+
+import numpy as np
+
+from nas.predictors import TransferPredictor, reference_archs
+from nas.search import get_strategy
+from nas.search.calibration import CalibratedPredictor
+from nas.search.verification import verify
+from nas.search_space import get_space
+
+
+def calibrated(device, recorded_ms):
+    space = get_space("nb201")
+    samples = {space.to_string(a): recorded_ms(device, a) for a in reference_archs("nb201")}
+    return CalibratedPredictor(TransferPredictor("nb201")).adapt(samples)
+
+
+def test_calibrated_interval_is_wider_than_the_bare_prediction_and_covers_most_cells(recorded_ms):
+    predictor = calibrated("gold_6226", recorded_ms)
+    space = get_space("nb201")
+    archs = [space.from_index(i) for i in range(0, 15625, 25)]
+    predicted, low, high = predictor.predict_interval(archs, 0.9)
+    assert np.all(low < predicted) and np.all(predicted < high)
+    truth = np.array([recorded_ms("gold_6226", a) for a in archs])
+    assert np.mean((low <= truth) & (truth <= high)) > 0.7
+
+
+def test_verify_returns_a_candidate_whose_measured_latency_meets_the_budget(pixel2_problem, pixel2_predictor,
+                                                                           recorded_ms):
+    import copy
+
+    candidates = get_strategy("exhaustive").search(pixel2_problem).candidates
+    taken = []
+
+    def measure(archs):
+        taken.extend(archs)
+        return [recorded_ms("pixel2", a) for a in archs]
+
+    report = verify(candidates, 14.0, copy.deepcopy(pixel2_predictor), measure, max_measurements=6)
+    assert 0 < len(report.measured) == len(taken) <= 6
+    best = report.best
+    assert best is not None and best.measured_ms == recorded_ms("pixel2", best.candidate.arch) <= 14.0
+    # never worse than the most accurate candidate whose calibrated upper bound meets the budget
+    safe = [c for c in candidates if c.high_ms <= 14.0 and recorded_ms("pixel2", c.arch) <= 14.0]
+    assert best.candidate.accuracy >= max(c.accuracy for c in safe) - 1.0
+
+
+def test_impossible_budget_measures_at_most_the_cap_and_finds_nothing(pixel2_problem, pixel2_predictor,
+                                                                      recorded_ms):
+    import copy
+
+    pixel2_problem.budget_ms = 3.0  # pixel2's fastest recorded cell takes 4 ms
+    candidates = get_strategy("random", num_evaluations=200).search(pixel2_problem).candidates
+    report = verify(candidates, 3.0, copy.deepcopy(pixel2_predictor),
+                    lambda archs: [recorded_ms("pixel2", a) for a in archs], max_measurements=3)
+    assert len(report.measured) <= 3
+    assert report.best is None and report.fastest.measured_ms >= 4.0
