@@ -6,6 +6,7 @@ weights), so evolution and Optuna can search ``fbnet`` too.
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -135,7 +136,10 @@ def table_from_predictor(predictor, name: str = "predictor") -> LatencyLookupTab
     """A lookup table whose sums reproduce an adapted latency predictor on the
     5,000 sampled ``fbnet`` architectures of the benchmark."""
     archs = list(get_space(SPACE).measured_archs())
-    table = fit_lookup_table(name, archs, np.asarray(predictor.predict(archs), dtype=np.float64))
+    predicted = np.asarray(predictor.predict(archs), dtype=np.float64)
+    # the adapted predictor stands for the device: its predictions fingerprint it (checkpoint identity)
+    name = f"{name}-{zlib.crc32(np.round(predicted[:100], 4).tobytes()):08x}"
+    table = fit_lookup_table(name, archs, predicted)
     table.fit["source"] = f"adapted {getattr(predictor, 'name', type(predictor).__name__)} predictor"
     return table
 
@@ -189,10 +193,11 @@ class ProxylessStrategy(SearchStrategy):
         data = load_data(name, data_dir, resolution=resolution)
         table = table_from_predictor(problem.predictor)
         config = SearchConfig(epochs=self.epochs, seed=self.seed)
-        search = ProxylessSearch(data, table, problem.budget_ms, config, checkpoint_dir=self.checkpoint_dir)
+        # without --checkpoint-dir the checkpoint goes to the cache, under a name --resume finds again
+        folder = self.checkpoint_dir or cache_dir() / (
+            f"search-{table.device}-{problem.budget_ms:g}ms-{data.name}-r{data.resolution}-s{self.seed}")
+        search = ProxylessSearch(data, table, problem.budget_ms, config, checkpoint_dir=folder)
         if self.resume:
-            if search.checkpoint_path is None:
-                raise UserInputError("--resume needs --checkpoint-dir (or --out): where the checkpoint was written")
             search.resume()
         supernet = search.run()
         probs = supernet.probs().detach().numpy()
@@ -234,12 +239,10 @@ if register_strategy is not None:
     @register_accuracy_estimator(SPACE)
     def _fbnet_accuracy(dataset: str | None = None, **options: Any) -> SupernetAccuracy:
         """``dataset`` (the ``nas search --dataset`` value) names the supernet's training data
-        when it is one of ``DATASETS``; NB201's dataset names do not apply to fbnet."""
-        if dataset is not None and dataset in DATASETS:
-            options.setdefault("data", dataset)
-        elif dataset is not None and "data" not in options:
-            from nas.errors import UserInputError
-
-            raise UserInputError(f"fbnet accuracy is estimated by a supernet trained on one of "
-                                 f"{', '.join(DATASETS)}; dataset {dataset!r} is not available for fbnet")
-        return SupernetAccuracy(**options)
+        when it is one of ``DATASETS``. Other names (NB201's ``cifar100``, the CLI default)
+        do not apply to fbnet: the estimator then uses ``digits`` and says so in its description."""
+        estimator = SupernetAccuracy(**({"data": dataset, **options} if dataset in DATASETS else options))
+        if dataset is not None and dataset not in DATASETS:
+            estimator.description += (f"; --dataset {dataset} does not apply to fbnet (supernet data: "
+                                      f"{', '.join(DATASETS)})")
+        return estimator

@@ -17,8 +17,10 @@ def test_strategy_and_estimator_are_registered():
     assert "proxyless" in list_strategies()
     estimator = get_accuracy_estimator("fbnet", dataset="digits")
     assert isinstance(estimator, SupernetAccuracy)
-    with pytest.raises(UserInputError, match="cifar100"):
-        get_accuracy_estimator("fbnet", dataset="cifar100")
+    # NB201's dataset names (the CLI's default) do not apply: digits, and the description says so
+    assert "does not apply" in get_accuracy_estimator("fbnet", dataset="cifar100").description
+    with pytest.raises(UserInputError, match="mnist"):
+        get_accuracy_estimator("fbnet", data="mnist")
 
 
 def test_supernet_accuracy_scores_architectures(tiny_digits):
@@ -30,14 +32,17 @@ def test_supernet_accuracy_scores_architectures(tiny_digits):
     assert accuracy[0] == accuracy[2]
 
 
-def test_strategy_returns_candidates_under_the_predicted_budget(tiny_digits, monkeypatch):
+def test_strategy_returns_candidates_under_the_predicted_budget(tiny_digits, monkeypatch, tmp_path):
     space = get_space("fbnet")
     column = benchmarks.latency_table("fbnet").column("raspi4")
     samples = {space.to_string(a): float(column[space.index_of(a)]) for a in predictors.reference_archs("fbnet")}
     predictor = copy.deepcopy(predictors.load_default_predictor("fbnet")).adapt(samples)
     monkeypatch.setattr("nas.proxyless.integration.load_data", lambda *a, **k: tiny_digits)
-    strategy = ProxylessStrategy(epochs=1, fallbacks=2)
+    strategy = ProxylessStrategy(epochs=1, fallbacks=2, checkpoint_dir=tmp_path)
     problem = SearchProblem("fbnet", 30.0, SupernetAccuracy(data=tiny_digits), predictor)
     result = strategy.search(problem)
     assert result.best is not None and result.best.safe_under(30.0)
     assert result.model is not None and 0 <= result.info["test_accuracy"] <= 100
+    assert (tmp_path / "checkpoint.pt").is_file()
+    resumed = ProxylessStrategy(epochs=1, fallbacks=2, checkpoint_dir=tmp_path, resume=True).search(problem)
+    assert [c.arch for c in resumed.candidates] == [c.arch for c in result.candidates]
