@@ -1,6 +1,9 @@
 """The remote device agent and its profiler, over HTTP on 127.0.0.1."""
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import urllib.request
 
@@ -66,3 +69,19 @@ def test_an_unreachable_agent_says_how_to_start_one():
 def test_a_remote_device_needs_a_url():
     with pytest.raises(UserInputError, match="url"):
         make_profiler(Device("lab-box", "", "cpu", "remote", {}))
+
+
+def test_nas_agent_serve_answers_until_interrupted():
+    agent = subprocess.Popen([sys.executable, "-m", "nas", "agent", "serve", "--port", "0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = agent.stdout.readline()  # "nas agent listening on http://127.0.0.1:PORT ..."
+        url = banner.split(" on ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        make_profiler(lab_device(url)).check_available()
+        agent.send_signal(signal.SIGINT)
+        assert agent.wait(timeout=30) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(timeout=30)
