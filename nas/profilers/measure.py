@@ -223,7 +223,7 @@ def reference_arch(space: str) -> Arch:
 class InterleavedProfiler(Profiler):
     """A profiler that times exported ONNX models with :class:`MeasurementProtocol`.
 
-    Subclasses say which settings change the latency (``runtime_settings``)
+    Subclasses say which settings change the latency (``runtime_defaults``)
     and how an ONNX file becomes a :data:`Timer` (``load``).
     """
 
@@ -310,7 +310,9 @@ def measure(device: str | Device, space: str, archs: Iterable[Arch | str], *, st
     :class:`nas.store.MeasurementStore`, or ``False`` for none. Stored
     measurements come back with ``source='stored'``; each new group of
     measurements is stored as soon as it finishes, so a killed run keeps
-    them. ``refresh=True`` measures again even what is stored. Replayed
+    them. With drift correction, latencies are on the scale of the reference
+    latency stored in ``store`` (without a store, on this call's own scale).
+    ``refresh=True`` measures again even what is stored. Replayed
     devices are free and never stored. A device that cannot be reached
     raises :class:`nas.errors.DeviceUnavailableError` saying what to do.
     """

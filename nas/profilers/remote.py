@@ -133,6 +133,7 @@ class _AgentHandler(BaseHTTPRequestHandler):
                 if model is None:
                     self._answer(404, {"error": f"no model {parts[1]!r} is loaded; upload it again"})
                     return
+                self.server.models.move_to_end(parts[1])  # in use: evict it last
                 runs = int(query.get("runs", "1"))
                 if not 1 <= runs <= MAX_RUNS_PER_REQUEST:
                     raise UserInputError(f"runs must be between 1 and {MAX_RUNS_PER_REQUEST}, not {runs}")
