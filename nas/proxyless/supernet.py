@@ -8,7 +8,8 @@ pick which paths run:
   updates; memory of one compact network),
 - ``sample_two``: two distinct paths per layer, one of them active; the
   gates' gradients give the architecture gradient (BinaryConnect-style
-  two-path estimator, :meth:`ProxylessSupernet.accumulate_arch_grad`),
+  two-path estimator, :meth:`ProxylessSupernet.accumulate_arch_grad`); the
+  inactive path runs without an autograd graph, so memory stays at one path,
 - ``set_arch``: a fixed architecture (accuracy estimation with shared weights),
 - ``set_all_paths``: every path, weighted by softmax(alpha) (DARTS-style;
   only for the memory comparison).
@@ -36,7 +37,17 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gates is None:
             return self.candidates[self.active[0]](x)
-        return sum(gate * self.candidates[k](x) for gate, k in zip(self.gates, self.active))
+        out = 0
+        for gate, k in zip(self.gates, self.active):
+            if gate.detach().item() == 0.0:
+                # a closed binary gate: the path adds nothing to the output, and dL/dgate = <dL/dout, path(x)>
+                # needs only its output, so it runs without a graph (memory of one path, as in the paper)
+                with torch.no_grad():
+                    path = self.candidates[k](x)
+            else:
+                path = self.candidates[k](x)
+            out = out + gate * path
+        return out
 
 
 class ProxylessSupernet(nn.Module):
