@@ -55,12 +55,16 @@ def test_bad_archs_file_and_bad_num_exit_2(tmp_path, capsys):
     assert "--num" in capsys.readouterr().err
 
 
-def test_pixel7_without_a_phone_exits_2_saying_what_to_do(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no adb anywhere
+@pytest.mark.parametrize("adb, advice", [(None, "platform-tools"), ("no phone", "USB debugging")])
+def test_pixel7_without_adb_or_phone_exits_2_saying_what_to_do(tmp_path, monkeypatch, capsys, adb, advice):
+    if adb:  # an adb that lists no phone
+        (tmp_path / "adb").write_text("#!/bin/sh\nprintf 'List of devices attached\\n\\n'\n")
+        (tmp_path / "adb").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
     code = main(["profile", "--device", "pixel7", "--space", "nb201", "--num", "2", "--store", str(tmp_path / "m.db")])
     error = capsys.readouterr().err
     assert code == 2
-    assert "platform-tools" in error and "--measurements" in error and "nas devices list" in error
+    assert advice in error and "--measurements" in error and "nas devices list" in error
 
 
 def test_pixel7_measurements_file_is_stored_and_needs_no_phone(tmp_path, monkeypatch, capsys):
