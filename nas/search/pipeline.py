@@ -199,7 +199,8 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     measurements; ``store`` is the measurement store (see
     :func:`nas.profilers.measure`); ``predictor`` an unadapted latency
     predictor (default: the shipped default predictor). ``out`` writes
-    model/result/summary there. Raises :class:`UserInputError` for bad input
+    model/result/summary there. ``on_measure`` is called with each
+    verification measurement as it is taken. Raises :class:`UserInputError` for bad input
     and :class:`DeviceUnavailableError` when nothing can be measured or read.
     """
     from nas import predictors
@@ -225,14 +226,15 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     samples_reused = 0
     device_samples = 0
 
-    def measure_on_device(archs) -> list[float]:
+    def measure_on_device(archs) -> list:
         nonlocal device_samples, samples_reused
         from nas.profilers import measure
 
-        records = measure(device, space, archs, store=store, progress=False)
+        # the profiler reports each finished group; replayed devices answer at once
+        records = measure(device, space, archs, store=store, progress=progress and device.profiler_kind != "replay")
         device_samples += len(records)
         samples_reused += sum(r.source == "stored" for r in records)
-        return [r.latency_ms for r in records]
+        return records
 
     if measurements is not None:
         if isinstance(measurements, Mapping):
@@ -247,9 +249,9 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     else:
         references = predictors.reference_archs(space)
         with _progress_bar(len(references), f"measuring references on {device.name}", progress) as bar:
-            latencies = measure_on_device(references)
+            records = measure_on_device(references)
             bar.update(len(references))
-        samples = {search_space.to_string(a): ms for a, ms in zip(references, latencies)}
+        samples = {search_space.to_string(a): r.latency_ms for a, r in zip(references, records)}
         reference_source = f"{len(samples)} {'replayed' if device.profiler_kind == 'replay' else 'measured'}"
 
     base = predictor if predictor is not None else predictors.load_default_predictor(space)
@@ -300,7 +302,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
         report = verify(pool, budget_ms, calibrated, measure_on_device,
                         max_measurements=verify_max, coverage=coverage, on_measure=note)
     trail = [dict(_candidate_dict(search_space, v.candidate), measured_latency_ms=v.measured_ms,
-                  meets_budget=v.meets(budget_ms)) for v in report.measured]
+                  spread_ms=v.spread_ms, meets_budget=v.meets(budget_ms)) for v in report.measured]
     chosen = report.best
     if chosen is None:
         fastest = report.fastest

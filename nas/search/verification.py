@@ -27,8 +27,9 @@ import numpy as np
 from nas.search.base import Candidate
 from nas.search.calibration import CalibratedPredictor
 
-#: measures architectures on the target device, returning milliseconds in order
-MeasureFunction = Callable[[Sequence[tuple]], list[float]]
+#: measures architectures on the target device: one LatencyMeasurement (or anything with
+#: ``latency_ms`` and ``spread_ms``) per architecture, in order
+MeasureFunction = Callable[[Sequence[tuple]], list]
 
 
 @dataclass
@@ -38,9 +39,11 @@ class VerifiedCandidate:
     candidate: Candidate
     measured_ms: float
     predicted_before_ms: float  # the re-adapted predictor's value just before measuring
+    spread_ms: float = 0.0  # how far the measurement's repeated rounds disagreed
 
     def meets(self, budget_ms: float) -> bool:
-        return self.measured_ms <= budget_ms
+        """Meets the budget even allowing for the measurement's own spread (noisy devices)."""
+        return self.measured_ms + self.spread_ms <= budget_ms
 
 
 @dataclass
@@ -73,7 +76,9 @@ def verify(candidates: Sequence[Candidate], budget_ms: float, predictor: Calibra
 
     ``predictor`` is adapted on the device samples so far and learns from
     each verification measurement. ``measure`` takes a list of architectures
-    and returns their latencies (ms). The choice is ``Verification.best``.
+    and returns their measurements. A candidate meets the budget when its
+    measured latency plus the measurement's spread does. The choice is
+    ``Verification.best``.
     """
     space = predictor.search_space
     report = Verification(budget_ms)
@@ -111,9 +116,10 @@ def verify(candidates: Sequence[Candidate], budget_ms: float, predictor: Calibra
                 pick = int(np.argmax(np.where(measured, -1.0, p_meets)))
             else:
                 break
-        latency_ms = float(measure([archs[pick]])[0])
+        record = measure([archs[pick]])[0]
+        latency_ms = float(record.latency_ms)
         measured[pick] = True
-        verified = VerifiedCandidate(pool[pick], latency_ms, float(predicted[pick]))
+        verified = VerifiedCandidate(pool[pick], latency_ms, float(predicted[pick]), float(record.spread_ms))
         report.measured.append(verified)
         predictor.add(strings[pick], latency_ms)
         if on_measure:

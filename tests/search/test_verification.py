@@ -3,10 +3,18 @@
 import numpy as np
 
 from nas.predictors import TransferPredictor, reference_archs
+from nas.profilers import LatencyMeasurement
 from nas.search import get_strategy
 from nas.search.calibration import CalibratedPredictor
 from nas.search.verification import verify
 from nas.search_space import get_space
+
+
+def replayed(arch, spread_ms=0.0):
+    from nas.profilers import make_profiler
+
+    record = make_profiler("pixel2").measure("nb201", [arch])[0]
+    return LatencyMeasurement(record.device, record.space, record.arch, record.latency_ms, spread_ms)
 
 
 def calibrated(device, recorded_ms):
@@ -34,7 +42,7 @@ def test_verify_returns_a_candidate_whose_measured_latency_meets_the_budget(pixe
 
     def measure(archs):
         taken.extend(archs)
-        return [recorded_ms("pixel2", a) for a in archs]
+        return [replayed(a) for a in archs]
 
     report = verify(candidates, 14.0, copy.deepcopy(pixel2_predictor), measure, max_measurements=6)
     assert 0 < len(report.measured) == len(taken) <= 6
@@ -52,6 +60,16 @@ def test_impossible_budget_measures_at_most_the_cap_and_finds_nothing(pixel2_pro
     pixel2_problem.budget_ms = 3.0  # pixel2's fastest recorded cell takes 4 ms
     candidates = get_strategy("random", num_evaluations=200).search(pixel2_problem).candidates
     report = verify(candidates, 3.0, copy.deepcopy(pixel2_predictor),
-                    lambda archs: [recorded_ms("pixel2", a) for a in archs], max_measurements=3)
+                    lambda archs: [replayed(a) for a in archs], max_measurements=3)
     assert len(report.measured) <= 3
     assert report.best is None and report.fastest.measured_ms >= 4.0
+
+
+def test_a_noisy_measurement_meets_only_with_its_spread(pixel2_problem, pixel2_predictor):
+    import copy
+
+    candidates = get_strategy("exhaustive").search(pixel2_problem).candidates
+    report = verify(candidates, 14.0, copy.deepcopy(pixel2_predictor),
+                    lambda archs: [replayed(a, spread_ms=0.5) for a in archs], max_measurements=5)
+    assert all(v.meets(14.0) == (v.measured_ms + 0.5 <= 14.0) for v in report.measured)
+    assert report.best is None or report.best.measured_ms <= 13.5
