@@ -299,7 +299,8 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             bar.update(1)
             if on_measure:
                 on_measure(verified)
-        report = verify(pool, budget_ms, calibrated, measure_on_device,
+        report = verify([c for c in pool if _can_measure(device, search_space, c.arch)], budget_ms, calibrated,
+                        measure_on_device,
                         max_measurements=verify_max, coverage=coverage, on_measure=note)
     trail = [dict(_candidate_dict(search_space, v.candidate), measured_latency_ms=v.measured_ms,
                   spread_ms=v.spread_ms, meets_budget=v.meets(budget_ms)) for v in report.measured]
@@ -355,6 +356,17 @@ def _found(common: dict, search_space, candidate: Candidate, measured_ms: float 
 def _candidate_dict(search_space, candidate: Candidate) -> dict[str, Any]:
     return {"arch": search_space.to_string(candidate.arch), "accuracy": candidate.accuracy,
             "predicted_latency_ms": candidate.predicted_ms, "predicted_high_ms": candidate.high_ms}
+
+
+def _can_measure(device: Device, search_space, arch) -> bool:
+    """Replayed devices know only the architectures their table recorded."""
+    if device.profiler_kind != "replay":
+        return True
+    try:
+        search_space.index_of(arch)
+    except KeyError:
+        return False
+    return True
 
 
 def _why_not_measurable(device: Device) -> UserInputError | None:
