@@ -13,6 +13,7 @@ from nas.predictors import checkpoint, measurements
 from nas.predictors.base import LatencyPredictor
 from nas.predictors.methods import finetune, meta_train, shipped_checkpoint_path, trained_predictor
 from nas.predictors.registry import create_predictor, list_predictors, predictor_class, register_predictor
+from nas.predictors import baselines, help  # noqa: F401  (register their methods)
 from nas.predictors.stacked import StackedPredictor
 from nas.predictors.transfer import TransferPredictor
 from nas.search_space import Arch, get_space

@@ -1,0 +1,63 @@
+"""The default (stacked) predictor: accuracy on held-out and synthetic devices, interval."""
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from nas import benchmarks, predictors
+from nas.predictors.evaluation import measurement_rows, table_archs, table_codes, table_measurements
+from nas.predictors.features import SourceLatencies, cost_features
+from nas.predictors.stacked import StackedPredictor
+
+
+def _rho(predictor, space, truth_ms):
+    rows = measurement_rows(space)
+    held_out = np.setdiff1d(np.arange(len(truth_ms)), rows)
+    strings = benchmarks.arch_strings(space)
+    predictor.adapt({strings[r]: float(truth_ms[r]) for r in rows})
+    return spearmanr(predictor.predict_codes(table_codes(space)[held_out]), truth_ms[held_out])[0]
+
+
+@pytest.mark.parametrize("space", ["nb201", "fbnet"])
+def test_synthetic_device_that_no_table_contains(space):
+    # a device whose per-layer costs weigh compute, memory and launches unlike any recorded one
+    rng = np.random.default_rng(7)
+    cost = cost_features(space, table_codes(space))
+    weights = rng.uniform(0.2, 2.0, cost.shape[1]) / (cost.mean(axis=0) + 1e-9)
+    truth = 2.0 + cost @ weights
+    truth *= np.exp(rng.normal(0, 0.01, len(truth)))
+    assert _rho(predictors.load_default_predictor(space), space, truth) > 0.9
+
+
+@pytest.mark.parametrize("space, device", [("nb201", "1080ti_32"), ("fbnet", "samsung_s7")])
+def test_meta_train_device_held_out_from_the_sources(space, device):
+    protocol = benchmarks.help_protocol(space)
+    others = [d for d in protocol.meta_train_devices if d != device]
+    predictor = StackedPredictor(space, SourceLatencies(space, others))
+    truth = benchmarks.latency_table(space).column(device)
+    transfer = predictors.TransferPredictor(space, SourceLatencies(space, others))
+    rows = measurement_rows(space)
+    held_out = np.setdiff1d(np.arange(len(truth)), rows)
+    transfer.adapt(table_measurements(space, device, rows))
+    transfer_rho = spearmanr(transfer.predict([table_archs(space)[r] for r in held_out]), truth[held_out])[0]
+    assert _rho(predictor, space, truth) >= transfer_rho - 0.03
+
+
+def test_interval_covers_about_the_nominal_share_on_a_meta_valid_device():
+    predictor = predictors.load_default_predictor("nb201")
+    rows = measurement_rows("nb201")
+    predictor.adapt(table_measurements("nb201", "titanx_32", rows))
+    held_out = np.setdiff1d(np.arange(15625), rows)[::7]
+    predicted, low, high = predictor.predict_interval([table_archs("nb201")[r] for r in held_out], coverage=0.9)
+    truth = benchmarks.latency_table("nb201").column("titanx_32")[held_out]
+    assert np.all(low < predicted) and np.all(predicted < high)
+    assert 0.7 < np.mean((truth >= low) & (truth <= high)) <= 1.0
+    _, low50, high50 = predictor.predict_interval([table_archs("nb201")[held_out[0]]], coverage=0.5)
+    assert high50[0] - low50[0] < high[0] - low[0]
+
+
+def test_adapting_on_more_than_the_reference_archs_uses_them():
+    predictor = predictors.load_default_predictor("fbnet")
+    rows = measurement_rows("fbnet", num_samples=60, seed=1)
+    predictor.adapt(table_measurements("fbnet", "eyeriss", rows))
+    assert predictor.coefficients is not None and np.isfinite(predictor.log_scale)
