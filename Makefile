@@ -14,10 +14,11 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nas profile --device local-cpu --space nb201 --num 10 --seed 0
+	$(BIN)/nas search --space nb201 --device pixel2 --latency 14ms --dataset cifar100 --out demo-out/pixel2
+	$(BIN)/nas search --space nb201 --device local-cpu --latency 3ms --dataset cifar100 --out demo-out/local-cpu
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info demo-out
