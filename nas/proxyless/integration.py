@@ -192,7 +192,7 @@ class ProxylessStrategy(SearchStrategy):
         name, data_dir, resolution = self.data_spec
         data = load_data(name, data_dir, resolution=resolution)
         table = table_from_predictor(problem.predictor)
-        config = SearchConfig(epochs=self.epochs, seed=self.seed)
+        config = SearchConfig.for_epochs(self.epochs, seed=self.seed)
         # without --checkpoint-dir the checkpoint goes to the cache, under a name --resume finds again
         folder = self.checkpoint_dir or cache_dir() / (
             f"search-{table.device}-{problem.budget_ms:g}ms-{data.name}-r{data.resolution}-s{self.seed}")

@@ -122,7 +122,7 @@ def run_proxyless_search(device: str | Device, latency: str | float, *, data: st
         raise UserInputError(f"device {device.name!r} has data only for {', '.join(device.spaces)}, not {SPACE}")
     if resume and out is None:
         raise UserInputError("--resume needs --out: the directory holding the interrupted search's checkpoint")
-    config = config or SearchConfig(epochs=epochs, seed=seed)
+    config = config or SearchConfig.for_epochs(epochs, seed=seed)
     data_splits = data if isinstance(data, DataSplits) else load_data(data, data_dir, resolution=resolution)
     measurable = device.profiler_kind != "replay"
     device_samples = 0

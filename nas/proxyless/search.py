@@ -38,13 +38,18 @@ class SearchConfig:
     epochs: int = 6
     warmup_epochs: int = 1
     batch_size: int = 64
-    weight_lr: float = 0.05
+    weight_lr: float = 0.02
     weight_decay: float = 4e-5
     arch_lr: float = 0.05
     latency_loss: str = "mul"
     beta: float = 0.6
     lambda_per_ms: float = 0.1
     seed: int = 0
+
+    @classmethod
+    def for_epochs(cls, epochs: int, **options) -> "SearchConfig":
+        """Settings for ``epochs`` in all, the first third of them weight-only warm-up."""
+        return cls(epochs=epochs, warmup_epochs=epochs // 3 if isinstance(epochs, int) else 0, **options)
 
     def validate(self) -> "SearchConfig":
         if self.latency_loss not in LATENCY_LOSSES:

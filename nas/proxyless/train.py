@@ -44,7 +44,7 @@ def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
 
 
 def train_architecture(arch: Sequence[str], data: DataSplits, *, epochs: int = 3, batch_size: int = 64,
-                       lr: float = 0.05, weight_decay: float = 4e-5, seed: int = 0,
+                       lr: float = 0.02, weight_decay: float = 4e-5, seed: int = 0,
                        progress: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``arch`` of ``fbnet`` from a fresh initialisation on ``data.train``
     (SGD, Nesterov momentum, cosine schedule) and report val/test accuracy (percent)."""
