@@ -9,8 +9,8 @@ candidate it evaluated. Measuring on the device is the pipeline's job
 Strategies that train their own network (ProxylessNAS) hook in with three
 class attributes/methods, all optional:
 
-- ``needs_data = True``: the pipeline passes ``data_dir`` (``--data-dir``) to
-  the constructor;
+- ``needs_data = True``: the constructor receives ``data_dir`` (from
+  ``--data-dir`` on the command line; from ``strategy_options`` in Python);
 - ``add_arguments(parser)``: a classmethod adding the strategy's own CLI
   options; the parsed values reach the constructor as keyword options
   (argument ``dest`` = option name);
