@@ -38,7 +38,8 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results" / "profiler_repeatability.md"
 MODES = {
     "raw": "interleaved rounds, outlier rejection, no reference",
-    "corrected, own scale": "plus reference before/after each cell; each pass rescales by its own reference median",
+    "corrected, own scale": "plus the reference before/after each cell, but each pass in a fresh store, so each "
+                            "rescales by its own session's reference median (shows why the store keeps one scale)",
     "corrected, one store": "plus reference; pass 2 re-measures into pass 1's store and shares its reference latency",
 }
 
@@ -75,15 +76,19 @@ def run_pass(archs: list[str], drift_correction: bool, store: Path, folder: Path
     return json.loads(out.read_text())
 
 
-def compare(first: dict, second: dict) -> dict:
+def compare(first: dict, second: dict, unflagged_only: bool = False) -> dict:
+    """Pass-to-pass agreement; ``unflagged_only`` keeps the cells flagged in neither pass."""
     from scipy.stats import spearmanr
 
     a, b = np.asarray(first["latency_ms"]), np.asarray(second["latency_ms"])
+    flagged = np.asarray(first["flagged"]) | np.asarray(second["flagged"])
+    if unflagged_only:
+        a, b = a[~flagged], b[~flagged]
     difference = np.abs(a - b) / ((a + b) / 2)
-    return {"median": float(np.median(difference)), "p90": float(np.percentile(difference, 90)),
+    return {"cells": len(a), "median": float(np.median(difference)), "p90": float(np.percentile(difference, 90)),
             "max": float(np.max(difference)), "spearman": float(spearmanr(a, b).statistic),
-            "flagged": int(sum(first["flagged"]) + sum(second["flagged"])),
-            "per_minute": 60 * len(a) / np.mean([first["seconds"], second["seconds"]])}
+            "flagged": int(flagged.sum()),
+            "per_minute": 60 * len(first["latency_ms"]) / np.mean([first["seconds"], second["seconds"]])}
 
 
 def main() -> None:
@@ -136,15 +141,22 @@ def main() -> None:
         "Relative difference per cell = |pass 1 - pass 2| / mean. Targets with correction: median <= 4 %, "
         "90th percentile <= 10 %, Spearman >= 0.97.",
         "",
-        "| way of measuring | median diff | p90 diff | max diff | Spearman | flagged (both passes) | cells / min |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| way of measuring | cells compared | median diff | p90 diff | max diff | Spearman | cells flagged "
+        "(either pass) | cells / min |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode in MODES:
-        result = compare(*passes[mode])
-        lines.append(f"| {mode} | {100 * result['median']:.1f} % | {100 * result['p90']:.1f} % | "
-                     f"{100 * result['max']:.1f} % | {result['spearman']:.3f} | {result['flagged']} | "
-                     f"{result['per_minute']:.0f} |")
-    lines += ["", *(f"- **{mode}**: {text}" for mode, text in MODES.items())]
+        for unflagged_only in (False, True):
+            result = compare(*passes[mode], unflagged_only=unflagged_only)
+            label = f"{mode}, unflagged cells only" if unflagged_only else mode
+            lines.append(f"| {label} | {result['cells']} | {100 * result['median']:.1f} % | "
+                         f"{100 * result['p90']:.1f} % | {100 * result['max']:.1f} % | {result['spearman']:.3f} | "
+                         f"{result['flagged']} | {result['per_minute']:.0f} |")
+    lines += ["", *(f"- **{mode}**: {text}" for mode, text in MODES.items()),
+              "- *unflagged cells only*: the cells neither pass flagged (spread of rounds above "
+              "max_relative_spread after the extra rounds), i.e. those a user is told to trust",
+              "- cells / min: the whole pass, including starting Python, exporting each cell to ONNX and "
+              "loading it"]
     table = "\n".join(lines) + "\n"
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

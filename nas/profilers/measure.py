@@ -20,7 +20,8 @@ follows one protocol:
    session measures it and stores it as an ordinary measurement), so every
    measurement in one store is on one scale, however busy the machine was;
 5. rounds far from the median (robust z-score) are rejected; the latency
-   is the median of the rest;
+   is the median of the rest, and ``stats`` adds the median, mean, p10,
+   p90 and standard deviation of every kept run (drift-corrected, ms);
 6. the spread of the remaining rounds is kept with the measurement; cells
    whose relative spread is still above ``max_relative_spread`` get extra
    rounds, up to ``extra_rounds``, and are then stored ``flagged=True``.
@@ -70,13 +71,13 @@ class MeasurementProtocol:
     """
 
     warmup_runs: int = 5
-    rounds: int = 5
+    rounds: int = 6
     runs_per_round: int = 10
     drift_correction: bool = True
     max_relative_spread: float = 0.05
     extra_rounds: int = 5
     outlier_z: float = 3.5
-    group_size: int = 5
+    group_size: int = 10
     seed: int | None = None
 
     @classmethod

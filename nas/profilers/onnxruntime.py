@@ -1,5 +1,6 @@
 """Local ONNX Runtime profiler (kind ``onnxruntime``): times models on this
-machine's CPU with the protocol of :mod:`nas.profilers.measure`.
+machine's CPU with the protocol of :mod:`nas.profilers.measure`
+(interleaved rounds, reference model, outlier rounds rejected, spread kept).
 
 Runtime settings (recorded with every measurement): ``threads`` (intra-op
 threads), ``batch_size``, ``graph_optimization_level`` (one of
