@@ -14,8 +14,8 @@ from nas.proxyless import run_proxyless_search
 def test_search_on_local_cpu_meets_the_budget_and_exports_trained_weights(tiny_digits, tmp_path):
     out = tmp_path / "run"
     # the catalog's local-cpu, timed with a shorter protocol to keep the test quick
-    device = get_device("local-cpu").with_settings(rounds=3, runs_per_round=5, warmup_runs=2, extra_rounds=1)
-    result = run_proxyless_search(device, "4ms", data=tiny_digits, epochs=1, out=out,
+    device = get_device("local-cpu").with_settings(rounds=2, runs_per_round=3, warmup_runs=1, extra_rounds=0)
+    result = run_proxyless_search(device, "4ms", data=tiny_digits, epochs=1, retrain_epochs=1, out=out,
                                   store=tmp_path / "store.db", max_measurements=4)
     assert result["status"] == "verified"
     assert result["measured_latency_ms"] <= 4.0
