@@ -116,6 +116,53 @@ def main() -> None:
     pool = random_pool(space, rng, 20000)
     pool_table_ms = table.archs_latency_ms(pool)
     rows, details = [], []
+    def write_report() -> None:
+        total = time.perf_counter() - t0
+        fit = table.fit
+        text = "\n".join([
+            "# ProxylessNAS search on digits for local-cpu",
+            "",
+            "`experiments/proxyless_search.py " + " ".join(f"--budgets {' '.join(f'{b:g}' for b in args.budgets)}".split())
+            + f" --random {args.random}`. Device: local-cpu (ONNX Runtime, 1 thread, batch 1, drift-corrected,",
+            "measured on a 2-core machine shared with other jobs). Data: scikit-learn digits, fixed split",
+            f"{data.sizes()}, trained at {args.resolution}x{args.resolution} (reduced from 32x32 to fit the shared CPU; "
+            "latency is always measured at the space's 32x32 input).",
+            f"Supernet: {args.warmup_epochs} warm-up epochs (weights only, shared by the budgets, {warm_s:.0f} s) + "
+            f"{args.search_epochs} search epochs per budget (weight step on train, SGD lr {args.lr}, two-path arch step on val, "
+            f"CE*(E[LAT]/T)^{config.beta}, Adam lr {args.arch_lr}). Retraining (found and random alike): "
+            f"{args.retrain_epochs} epochs, SGD Nesterov lr {args.lr} cosine, batch {args.batch}, seed {args.seed}.",
+            "",
+            "| budget ms | found measured ms | table ms | measurements to verify | found test % | random archs |"
+            " their mean ms | random median test % | random range % | found beats | above median | search s | "
+            "wall s per budget |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            "`search s` = the budget's own supernet epochs; `wall s per budget` = search + derive/verify + retraining",
+            "of the found architecture (random baselines excluded). Random archs: uniform samples of fbnet kept when",
+            "their measured latency is within +-10% of the found architecture's, drawn from a pool of 20,000 (half",
+            "uniform, half with layers drawn from a per-architecture Dirichlet(0.5) mix of candidates, so that fast",
+            "latencies are represented), pre-selected by the calibrated table (+-6%), then measured.",
+            "",
+            f"Latency table ({fit.get('source')}): held-out R^2 {fit.get('r2', float('nan')):.3f}, Spearman "
+            f"{fit.get('spearman', float('nan')):.3f} against the predictor on {fit.get('n_holdout')} benchmark archs; "
+            f"against the {fit.get('calibration', {}).get('n_measured', '?')} measured reference archs after "
+            f"calibration: R^2 {fit['vs_measured']['r2']:.3f}, Spearman {fit['vs_measured']['spearman']:.3f} "
+            f"(predictor itself: Spearman {fit['predictor_vs_measured']['spearman']:.3f}). Table built in {table_s:.0f} s.",
+            f"Total wall time {total / 60:.1f} min, {samples['n']} device measurements (store: {store}).",
+            "",
+            "Found architectures:",
+            "",
+            *[f"- {d['budget_ms']:g} ms: `{d.get('arch', d.get('error'))}`" for d in details],
+            "",
+            "```json",
+            json.dumps(details, indent=1),
+            "```",
+        ])
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(text + "\n")
+        print(f"wrote {RESULTS}")
+
     for budget in args.budgets:
         started = time.perf_counter()
         search = ProxylessSearch(data, table, budget, config)
@@ -131,6 +178,7 @@ def main() -> None:
             rows.append(f"| {budget:g} | none met the budget | | | | | | | | | | {search.wall_s:.0f} | |")
             details.append({"budget_ms": budget, "error": str(error)})
             print(error)
+            write_report()
             continue
         arch, measured_ms = found["arch"], found["measured_latency_ms"]
         result = train(arch)
@@ -168,51 +216,7 @@ def main() -> None:
                         "baseline_ms": [m for _, m in baselines], "trail": found["trail"],
                         "device_samples_for_verification": samples["n"] - before})
         print(rows[-1], flush=True)
-    total = time.perf_counter() - t0
-    fit = table.fit
-    text = "\n".join([
-        "# ProxylessNAS search on digits for local-cpu",
-        "",
-        "`experiments/proxyless_search.py " + " ".join(f"--budgets {' '.join(f'{b:g}' for b in args.budgets)}".split())
-        + f" --random {args.random}`. Device: local-cpu (ONNX Runtime, 1 thread, batch 1, drift-corrected,",
-        "measured on a 2-core machine shared with other jobs). Data: scikit-learn digits, fixed split",
-        f"{data.sizes()}, trained at {args.resolution}x{args.resolution} (reduced from 32x32 to fit the shared CPU; "
-        "latency is always measured at the space's 32x32 input).",
-        f"Supernet: {args.warmup_epochs} warm-up epochs (weights only, shared by the budgets, {warm_s:.0f} s) + "
-        f"{args.search_epochs} search epochs per budget (weight step on train, SGD lr {args.lr}, two-path arch step on val, "
-        f"CE*(E[LAT]/T)^{config.beta}, Adam lr {args.arch_lr}). Retraining (found and random alike): "
-        f"{args.retrain_epochs} epochs, SGD Nesterov lr {args.lr} cosine, batch {args.batch}, seed {args.seed}.",
-        "",
-        "| budget ms | found measured ms | table ms | measurements to verify | found test % | random archs |"
-        " their mean ms | random median test % | random range % | found beats | above median | search s | "
-        "wall s per budget |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *rows,
-        "",
-        "`search s` = the budget's own supernet epochs; `wall s per budget` = search + derive/verify + retraining",
-        "of the found architecture (random baselines excluded). Random archs: uniform samples of fbnet kept when",
-        "their measured latency is within +-10% of the found architecture's, drawn from a pool of 20,000 (half",
-        "uniform, half with layers drawn from a per-architecture Dirichlet(0.5) mix of candidates, so that fast",
-        "latencies are represented), pre-selected by the calibrated table (+-6%), then measured.",
-        "",
-        f"Latency table ({fit.get('source')}): held-out R^2 {fit.get('r2', float('nan')):.3f}, Spearman "
-        f"{fit.get('spearman', float('nan')):.3f} against the predictor on {fit.get('n_holdout')} benchmark archs; "
-        f"against the {fit.get('calibration', {}).get('n_measured', '?')} measured reference archs after "
-        f"calibration: R^2 {fit['vs_measured']['r2']:.3f}, Spearman {fit['vs_measured']['spearman']:.3f} "
-        f"(predictor itself: Spearman {fit['predictor_vs_measured']['spearman']:.3f}). Table built in {table_s:.0f} s.",
-        f"Total wall time {total / 60:.1f} min, {samples['n']} device measurements (store: {store}).",
-        "",
-        "Found architectures:",
-        "",
-        *[f"- {d['budget_ms']:g} ms: `{d.get('arch', d.get('error'))}`" for d in details],
-        "",
-        "```json",
-        json.dumps(details, indent=1),
-        "```",
-    ])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text + "\n")
-    print(f"wrote {RESULTS}")
+        write_report()  # after every budget, so an interrupted run keeps its rows
 
 
 if __name__ == "__main__":
