@@ -153,9 +153,12 @@ class SourceLatencies:
         known = rows >= 0
         out[known] = self._columns[rows[known]]
         if not known.all():
-            design = one_hot(self.space, codes[~known]).astype(np.float64)
-            out[~known] = design @ self.coefficients[:-1] + self.coefficients[-1]
-            out[~known] = np.maximum(out[~known], 1e-3)
+            unknown = codes[~known]
+            per_op = self.coefficients[:-1].reshape(unknown.shape[1], -1, len(self.devices))
+            estimate = np.full((len(unknown), len(self.devices)), self.coefficients[-1])
+            for position in range(unknown.shape[1]):
+                estimate += per_op[position, unknown[:, position]]
+            out[~known] = np.maximum(estimate, 1e-3)
         return out
 
 
@@ -200,4 +203,7 @@ def _cost_table(space: str) -> np.ndarray:
 def cost_features(space: str, codes: np.ndarray) -> np.ndarray:
     """``[n, k]`` additive, hardware-independent cost features (see ``_cost_table``)."""
     table = _cost_table(space)
-    return table[np.arange(codes.shape[1]), codes].sum(axis=1)
+    out = np.zeros((len(codes), table.shape[2]))
+    for position in range(codes.shape[1]):
+        out += table[position, codes[:, position]]
+    return out

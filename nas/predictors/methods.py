@@ -17,13 +17,15 @@ def shipped_checkpoint_path(space: str, method: str = "default"):
     return resources.files("nas").joinpath("data", "checkpoints", f"{space}_{method}.npz")
 
 
-def meta_train(method: str, space: str, seed: int = 0, log: Callable[[str], None] | None = None) -> LatencyPredictor:
+def meta_train(method: str, space: str, seed: int = 0, log: Callable[[str], None] | None = None,
+               **options) -> LatencyPredictor:
     """An unadapted predictor of ``method``, meta-trained (seeded) on the
-    meta-train devices of ``space``; methods without meta-training are just built."""
+    meta-train devices of ``space``; methods without meta-training are just
+    built. ``options`` go to the method's ``meta_train`` (e.g. ``config``)."""
     benchmarks.help_protocol(space)
     cls = predictor_class(method)
     if hasattr(cls, "meta_train"):
-        return cls.meta_train(space, seed=seed, log=log)
+        return cls.meta_train(space, seed=seed, log=log, **options)
     try:
         return cls(space, seed=seed)
     except TypeError:

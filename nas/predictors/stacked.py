@@ -7,7 +7,9 @@ Each candidate is linear in milliseconds over one feature family:
   (all of them by non-negative least squares, each alone, each pair);
 - cost: hardware-independent cost features (operation counts for NB201;
   1x1 / depthwise MACs, activation traffic, parameters, conv count for FBNet);
-- FLOPs.
+- FLOPs;
+- an additive per-layer latency table (ridge on the one-hot code), which
+  only earns weight when the device gives many measurements.
 
 Adapting fits every candidate on the measurements, scores it by leave-one-out
 error in log space, and mixes the candidates' log predictions with softmin
@@ -29,7 +31,7 @@ from scipy.optimize import nnls
 from nas import benchmarks
 from nas.errors import UserInputError
 from nas.predictors.base import LatencyPredictor
-from nas.predictors.features import SourceLatencies, cost_features, flops_and_params, op_codes
+from nas.predictors.features import SourceLatencies, cost_features, flops_and_params, one_hot, op_codes
 from nas.predictors.registry import register_predictor
 from nas.search_space import Arch
 
@@ -37,6 +39,7 @@ MIN_MEASUREMENTS = 4
 #: leave-one-out up to this many measurements, 10-fold cross-validation above
 MAX_LEAVE_ONE_OUT = 40
 COST_RIDGE = (0.1, 1.0)
+ONE_HOT_RIDGE = (1.0, 10.0)
 SCALE_FLOOR = 0.01
 
 
@@ -44,10 +47,10 @@ def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, nu
     """``[features, models]`` coefficients of every candidate, fitted on ``phi`` rows.
 
     ``phi`` columns: source latencies (``num_sources``), standardised cost
-    features (``num_cost``), MFLOPs, constant 1.
+    features (``num_cost``), MFLOPs, constant 1, then the one-hot code.
     """
     features = phi.shape[1]
-    one = features - 1
+    one = num_sources + num_cost + 1
     models = []
 
     def add(columns, weights):
@@ -69,6 +72,13 @@ def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, nu
         add(cost, scale * np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ latency_ms / scale))
     flops = [num_sources + num_cost, one]
     add(flops, np.linalg.lstsq(phi[:, flops], latency_ms, rcond=None)[0])
+    # additive per-layer latency table (ridge on the one-hot code, dual form): weak at 10
+    # samples, where held-out error mutes it, and the best model with hundreds
+    code = phi[:, one + 1:]
+    gram = code @ code.T
+    for lam in ONE_HOT_RIDGE:
+        alpha = np.linalg.solve(gram + lam * np.eye(len(latency_ms)), latency_ms / scale - 1.0)
+        add(list(range(one + 1, features)) + [one], np.r_[scale * (code.T @ alpha), scale])
     return np.stack(models, axis=1)
 
 
@@ -122,10 +132,11 @@ class StackedPredictor(LatencyPredictor):
 
     # --- features -------------------------------------------------------------------
     def design(self, codes: np.ndarray) -> np.ndarray:
-        """``[n, features]``: source latencies, standardised cost features, MFLOPs, 1."""
+        """``[n, features]``: source latencies, standardised cost features, MFLOPs, 1, one-hot code."""
         cost = (cost_features(self.space, codes) - self.cost_center) / self.cost_scale
         flops, _ = flops_and_params(self.space, codes)
-        return np.concatenate([self.source(codes), cost, flops[:, None] / 1e6, np.ones((len(codes), 1))], axis=1)
+        return np.concatenate([self.source(codes), cost, flops[:, None] / 1e6, np.ones((len(codes), 1)),
+                               one_hot(self.space, codes)], axis=1)
 
     @property
     def _sizes(self) -> tuple[int, int]:
@@ -246,6 +257,13 @@ class StackedPredictor(LatencyPredictor):
         log(f"chose temperature {best[1]}; calibrated the interval on {len(tasks)} devices")
         return cls(space, full.source, best[1], full.cost_center, full.cost_scale,
                    np.concatenate(residuals).astype(np.float32))
+
+
+@register_predictor("stacked-900")
+class Stacked900Predictor(StackedPredictor):
+    """The default predictor given 900 device samples (to compare with BRP-NAS at 900)."""
+
+    num_samples = 900
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
