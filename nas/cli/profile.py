@@ -68,9 +68,9 @@ def _profile(args) -> int:
     import numpy as np
 
     from nas.devices import get_device
+    from nas.predictors.measurements import read_measurements_csv
     from nas.profilers import make_profiler, measure
     from nas.search_space import get_space
-    from nas.predictors.measurements import read_measurements_csv
     from nas.store import MeasurementStore, write_csv
 
     if args.num is not None and args.num < 1:
