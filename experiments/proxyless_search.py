@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--arch-lr", type=float, default=0.05)
+    parser.add_argument("--supernet-lr", type=float, default=None, help="supernet weight lr (default --lr)")
     parser.add_argument("--work", default="/tmp/nas-proxyless-search", help="store and per-arch results cache")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -103,11 +104,12 @@ def main() -> None:
     print("table fit:", json.dumps(table.fit))
     table_s = time.perf_counter() - t0
 
+    supernet_lr = args.supernet_lr or args.lr
     # one weight warm-up, shared by the budgets (alpha untouched: uniform paths)
     config = SearchConfig(epochs=args.warmup_epochs + args.search_epochs, warmup_epochs=args.warmup_epochs,
-                          batch_size=args.batch, weight_lr=args.lr, arch_lr=args.arch_lr, seed=args.seed)
+                          batch_size=args.batch, weight_lr=supernet_lr, arch_lr=args.arch_lr, seed=args.seed)
     warm = ProxylessSearch(data, table, 1.0, SearchConfig(epochs=args.warmup_epochs,
-                                                          warmup_epochs=args.warmup_epochs, weight_lr=args.lr,
+                                                          warmup_epochs=args.warmup_epochs, weight_lr=supernet_lr,
                                                           batch_size=args.batch, seed=args.seed))
     warm.run(print)
     warm_s = warm.wall_s
@@ -128,7 +130,7 @@ def main() -> None:
             f"{data.sizes()}, trained at {args.resolution}x{args.resolution} (reduced from 32x32 to fit the shared CPU; "
             "latency is always measured at the space's 32x32 input).",
             f"Supernet: {args.warmup_epochs} warm-up epochs (weights only, shared by the budgets, {warm_s:.0f} s) + "
-            f"{args.search_epochs} search epochs per budget (weight step on train, SGD lr {args.lr}, two-path arch step on val, "
+            f"{args.search_epochs} search epochs per budget (weight step on train, SGD lr {supernet_lr}, two-path arch step on val, "
             f"CE*(E[LAT]/T)^{config.beta}, Adam lr {args.arch_lr}). Retraining (found and random alike): "
             f"{args.retrain_epochs} epochs, SGD Nesterov lr {args.lr} cosine, batch {args.batch}, seed {args.seed}.",
             "",

@@ -95,6 +95,14 @@ class SupernetAccuracy(AccuracyEstimator):
     def num_classes(self) -> int:  # type: ignore[override]
         return self.data.num_classes
 
+    def adopt(self, supernet: ProxylessSupernet, data: DataSplits) -> None:
+        """Score with ``supernet`` (trained on ``data``) from now on, unless a checkpoint was named."""
+        if self.checkpoint is None and self._supernet is None:
+            self._supernet, self._data = supernet, data
+            self._cache.clear()
+            self.description = (f"{data.name} validation accuracy inside the searched ProxylessNAS supernet "
+                                "(weights shared); an estimate")
+
     def supernet(self) -> ProxylessSupernet:
         if self._supernet is None:
             self._supernet = self._load_or_train()
@@ -214,6 +222,10 @@ class ProxylessStrategy(SearchStrategy):
             raise UserInputError(f"no fbnet architecture is predicted to meet {problem.budget_ms:g} ms")
         estimator = SupernetAccuracy(data=data, supernet=supernet, seed=self.seed)
         accuracy = estimator.estimate(archs)
+        if isinstance(problem.accuracy, SupernetAccuracy):
+            # the pipeline scores further architectures (the device's reference samples) with the
+            # problem's estimator: let it use this supernet rather than train one of its own
+            problem.accuracy.adopt(supernet, data)
         error_ms = table.fit.get("mean_abs_error_ms", 0.0)
         candidates = []
         for arch, acc in zip(archs, accuracy):

@@ -44,5 +44,6 @@ def test_strategy_returns_candidates_under_the_predicted_budget(tiny_digits, mon
     assert result.best is not None and result.best.safe_under(30.0)
     assert result.model is not None and 0 <= result.info["test_accuracy"] <= 100
     assert (tmp_path / "checkpoint.pt").is_file()
+    assert "searched ProxylessNAS supernet" in problem.accuracy.description  # no second supernet to train
     resumed = ProxylessStrategy(epochs=1, fallbacks=2, checkpoint_dir=tmp_path, resume=True).search(problem)
     assert [c.arch for c in resumed.candidates] == [c.arch for c in result.candidates]
