@@ -25,7 +25,6 @@ import numpy as np
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.profilers import register_profiler
 from nas.profilers.measure import InterleavedProfiler, Timer
-from nas.profilers.onnxruntime import check_runtime_settings
 
 #: onnxruntime_perf_test's ``-o`` values
 _PERF_TEST_LEVELS = {"disabled": 0, "basic": 1, "extended": 2, "all": 99}
@@ -37,11 +36,8 @@ _MINIMUM = re.compile(r"Min Latency:\s*([0-9.eE+-]+)\s*s\b")
 class AdbProfiler(InterleavedProfiler):
     """Times architectures on an Android phone reached with adb."""
 
-    runtime_defaults = {"threads": 1, "batch_size": 1, "graph_optimization_level": "all"}
-
     def __init__(self, device):
         super().__init__(device)
-        self.runtime = check_runtime_settings(device.settings)
         self.remote_dir = str(device.settings.get("remote_dir") or "/data/local/tmp/nas")
         self.binary = str(device.settings.get("benchmark_binary") or "onnxruntime_perf_test")
         self._serial: str | None = device.settings.get("serial")

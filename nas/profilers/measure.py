@@ -221,18 +221,36 @@ def reference_arch(space: str) -> Arch:
     return tuple(ops[len(ops) // 2] for ops in get_space(space).choices)
 
 
+GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+
+
+def check_runtime_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``threads``, ``batch_size`` and ``graph_optimization_level`` from
+    ``settings`` (defaults 1, 1, ``all``), validated: the ONNX Runtime
+    settings that change a latency and so key the store."""
+    threads = settings.get("threads", 1)
+    batch_size = settings.get("batch_size", 1)
+    level = settings.get("graph_optimization_level", "all")
+    for name, value in (("threads", threads), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserInputError(f"profiler setting {name} must be an integer >= 1, not {value!r}")
+    if level not in GRAPH_OPTIMIZATION_LEVELS:
+        raise UserInputError(f"profiler setting graph_optimization_level must be one of "
+                             f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}, not {level!r}")
+    return {"threads": threads, "batch_size": batch_size, "graph_optimization_level": level}
+
+
 class InterleavedProfiler(Profiler):
     """A profiler that times exported ONNX models with :class:`MeasurementProtocol`.
 
-    Subclasses say which settings change the latency (``runtime_defaults``)
-    and how an ONNX file becomes a :data:`Timer` (``load``).
+    The models run in ONNX Runtime somewhere (this machine, a remote agent,
+    a phone), under the settings of :func:`check_runtime_settings`.
+    Subclasses say how an ONNX file becomes a :data:`Timer` (``load``).
     """
-
-    #: setting names (with defaults) that change the measured latency and key the store
-    runtime_defaults: dict[str, Any] = {}
 
     def __init__(self, device: Device):
         super().__init__(device)
+        self.runtime = check_runtime_settings(device.settings)
         self.protocol = MeasurementProtocol.from_settings(device.settings)
         #: latency (ms) the reference model stands for, per space; set from the store or the first group
         self.reference_ms: dict[str, float] = {}
@@ -243,10 +261,7 @@ class InterleavedProfiler(Profiler):
     def settings(self) -> dict[str, Any]:
         """Runtime settings recorded with (and keying) every measurement; the
         protocol (rounds, runs) is recorded in each measurement's ``stats``."""
-        chosen = {name: self.device.settings.get(name, default) for name, default in self.runtime_defaults.items()}
-        chosen = {name: value for name, value in chosen.items() if value is not None}
-        chosen["drift_correction"] = self.protocol.drift_correction
-        return chosen
+        return dict(self.runtime, drift_correction=self.protocol.drift_correction)
 
     @property
     def group_size(self) -> int:

@@ -4,7 +4,7 @@ machine's CPU with the protocol of :mod:`nas.profilers.measure`
 
 Runtime settings (recorded with every measurement): ``threads`` (intra-op
 threads), ``batch_size``, ``graph_optimization_level`` (one of
-:data:`GRAPH_OPTIMIZATION_LEVELS`).
+:data:`nas.profilers.measure.GRAPH_OPTIMIZATION_LEVELS`).
 """
 
 from __future__ import annotations
@@ -12,30 +12,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.profilers import register_profiler
-from nas.profilers.measure import InterleavedProfiler, Timer
-
-GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
-
-
-def check_runtime_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """``threads``, ``batch_size`` and ``graph_optimization_level`` from
-    ``settings`` (defaults 1, 1, ``all``), validated."""
-    threads = settings.get("threads", 1)
-    batch_size = settings.get("batch_size", 1)
-    level = settings.get("graph_optimization_level", "all")
-    for name, value in (("threads", threads), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserInputError(f"profiler setting {name} must be an integer >= 1, not {value!r}")
-    if level not in GRAPH_OPTIMIZATION_LEVELS:
-        raise UserInputError(f"profiler setting graph_optimization_level must be one of "
-                             f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}, not {level!r}")
-    return {"threads": threads, "batch_size": batch_size, "graph_optimization_level": level}
+from nas.profilers.measure import InterleavedProfiler, Timer, check_runtime_settings
 
 
 class OnnxRuntimeModel:
@@ -99,12 +81,6 @@ class OnnxRuntimeModel:
 @register_profiler("onnxruntime")
 class OnnxRuntimeProfiler(InterleavedProfiler):
     """Times architectures with ONNX Runtime on this machine's CPU."""
-
-    runtime_defaults = {"threads": 1, "batch_size": 1, "graph_optimization_level": "all"}
-
-    def __init__(self, device):
-        super().__init__(device)
-        self.runtime = check_runtime_settings(device.settings)
 
     def check_available(self) -> None:
         try:

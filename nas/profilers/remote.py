@@ -33,8 +33,8 @@ import numpy as np
 import nas
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.profilers import register_profiler
-from nas.profilers.measure import InterleavedProfiler, Timer
-from nas.profilers.onnxruntime import OnnxRuntimeModel, check_runtime_settings
+from nas.profilers.measure import InterleavedProfiler, Timer, check_runtime_settings
+from nas.profilers.onnxruntime import OnnxRuntimeModel
 
 #: largest model the agent accepts (bytes)
 MAX_MODEL_BYTES = 256 * 2**20
@@ -171,11 +171,8 @@ def serve(port: int = DEFAULT_PORT, host: str = "127.0.0.1", *, ready: threading
 class RemoteProfiler(InterleavedProfiler):
     """Times architectures on a machine running ``nas agent serve``."""
 
-    runtime_defaults = {"threads": 1, "batch_size": 1, "graph_optimization_level": "all"}
-
     def __init__(self, device):
         super().__init__(device)
-        self.runtime = check_runtime_settings(device.settings)
         url = device.settings.get("url")
         if not url or not str(url).startswith(("http://", "https://")):
             raise UserInputError(f"device {device.name!r} (kind remote) needs setting url, e.g. "
