@@ -63,19 +63,26 @@ NOTES = """## Notes
   network giving a Gaussian over per-unit multiplicative/additive head modulations with a KL term;
   per-device z-scoring by the reference latencies; second-order meta-gradients through
   `torch.func.grad`, the 8 tasks of an episode under `vmap`; meta-valid Spearman picks the checkpoint.
-  Differences from the paper that explain the gap: this benchmark meta-trains only 400 episodes per
-  seed (meta-lr 1e-3) because 18 meta-training runs had to share a 2-core machine with three other
-  engineers' jobs; with the library default of 1000 episodes, seed 0 reached 0.910 (NB201) and 0.877
-  (FBNet). Most of the NB201 gap is eyeriss (about 0.73 against the paper's 0.940). MAML and Meta-SGD
-  are the same network and loop without the hardware embedding (MAML: fixed inner rate 0.01).
+  **It lands 0.04 below the paper on both spaces (0.892 vs 0.932, 0.870 vs 0.910), outside the 0.02
+  target.** Why: this benchmark meta-trains only 400 episodes per seed (meta-lr 1e-3, 2 inner steps)
+  because 18 meta-training runs had to share a 2-core machine with three other engineers' jobs; the
+  paper trains far longer. With the library default of 1000 episodes, seed 0 reached 0.910 (NB201)
+  and 0.877 (FBNet), still improving on meta-valid when it stopped. Most of the NB201 gap is eyeriss
+  (0.68 against the paper's 0.940). Here Meta-SGD without the hardware embedding beats our HELP
+  (0.943 / 0.948): the hardware-embedding MLP and the inference network add parameters that 400
+  episodes over 9 training devices do not train well, so HELP's extra ingredients did not pay off at
+  this budget. MAML and Meta-SGD are the same network and loop without the hardware embedding
+  (MAML: one fixed inner rate 0.01). Shipped checkpoints: `nas/data/checkpoints/{space}_{help,maml,meta-sgd}.npz`
+  are these seed-0, 400-episode runs.
 - **Scratch, 900 samples** is not a few-shot method: it sees 90x more device measurements. Given the
   same 900 samples, the default predictor (`stacked, 900 samples`) is at least as good.
 - **MAPE** on NB201 is dominated by raspi4's near-zero outliers (a few recorded latencies of
   0.01 ms); Spearman and Kendall are unaffected. The phones record whole milliseconds (many ties),
   which caps pixel2's rank correlation near 0.90 for every method.
-- **Timings** (adapt s, meta-train s, archs/s) were measured on the shared, heavily loaded 2-core
-  CPU (load average 7-9) with one torch thread; on an idle core the default predictor predicts
-  about 180,000 (NB201) and 80,000 (FBNet) architectures per second.
+- **Timings** in the method tables (adapt s, meta-train s, archs/s) were measured inside each run on
+  the shared, heavily loaded 2-core CPU (load average 7-9, one torch thread), so they are pessimistic
+  and noisy; the speed section above is best-of-5 in the same process after the runs, with the
+  default predictor's final code (it drops mixture members with negligible weight before predicting).
 """
 
 
@@ -196,9 +203,35 @@ def robustness(space: str) -> list[str]:
             cells.append(spearmanr(predicted, truth[held_out])[0])
         lines.append((name, *cells))
     out = ["| device (own column removed from the sources) | transfer | stacked (default) |", "|---|---|---|"]
-    out += [f"| {n} | {a:.3f} | {b:.3f} |" for n, a, b in lines]
-    out.append(f"| mean | {np.mean([l[1] for l in lines]):.3f} | {np.mean([l[2] for l in lines]):.3f} |")
+    def cell(rho):  # a constant prediction has no rank correlation: count it as 0
+        return "0 (constant)" if np.isnan(rho) else f"{rho:.3f}"
+
+    out += [f"| {n} | {cell(a)} | {cell(b)} |" for n, a, b in lines]
+    means = [np.mean(np.nan_to_num([line[i] for line in lines])) for i in (1, 2)]
+    out.append(f"| mean | {means[0]:.3f} | {means[1]:.3f} |")
     return out
+
+
+def default_throughput(space: str, repeats: int = 5) -> tuple[float, float]:
+    """Best-of-``repeats`` adaptation seconds and architectures per second of the
+    default predictor (50,000 uniformly sampled archs, interval included)."""
+    from nas import benchmarks, predictors
+    from nas.predictors.evaluation import measurement_rows, table_measurements
+
+    device = benchmarks.help_protocol(space).meta_valid_devices[0]
+    measured = table_measurements(space, device, measurement_rows(space))
+    predictor = predictors.load_default_predictor(space)
+    rng = np.random.default_rng(0)
+    archs = [predictor.search_space.sample(rng) for _ in range(50000)]
+    adapt_s, predict_s = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predictor.adapt(measured)
+        adapt_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        predictor.predict_interval(archs, coverage=0.9)
+        predict_s.append(time.perf_counter() - started)
+    return min(adapt_s), len(archs) / min(predict_s)
 
 
 def main() -> None:
@@ -235,6 +268,10 @@ def main() -> None:
     for space in args.spaces.split(","):
         text += f"\n### {space}: devices that no source table contains (10 reference samples, Spearman)\n\n"
         text += "\n".join(robustness(space)) + "\n"
+    text += "\n### Default predictor speed (best of 5, 50,000 random architectures, interval included)\n\n"
+    for space in args.spaces.split(","):
+        adapt_s, per_s = default_throughput(space)
+        text += f"- {space}: adapt {adapt_s:.3f} s on 10 measurements; {per_s:,.0f} architectures/s\n"
     text += "\n" + NOTES
     Path(args.out).write_text(text + "\n")
     print(text)

@@ -41,6 +41,8 @@ MAX_LEAVE_ONE_OUT = 40
 COST_RIDGE = (0.1, 1.0)
 ONE_HOT_RIDGE = (1.0, 10.0)
 SCALE_FLOOR = 0.01
+#: models whose mixture weight is below this share of the largest are dropped after adapting
+MIN_WEIGHT = 1e-3
 
 
 def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int) -> np.ndarray:
@@ -157,7 +159,10 @@ class StackedPredictor(LatencyPredictor):
         held_out = np.maximum(held_out_predictions(phi, latency_ms, *self._sizes), 1e-3 * latency_ms.min())
         log_held_out = np.log(held_out)
         log_errors = ((log_held_out - np.log(latency_ms)[:, None]) ** 2).mean(axis=0)
-        self.mixture = softmin_weights(log_errors, self.temperature)
+        mixture = softmin_weights(log_errors, self.temperature)
+        kept = mixture >= MIN_WEIGHT * mixture.max()  # negligible models cost time, not accuracy
+        self.coefficients, self.mixture = self.coefficients[:, kept], mixture[kept] / mixture[kept].sum()
+        log_held_out = log_held_out[:, kept]
         self._floor_ms = 1e-2 * float(latency_ms.min())
         mixed = log_held_out @ self.mixture
         self.log_scale = float(np.sqrt(np.mean((mixed - np.log(latency_ms)) ** 2) + SCALE_FLOOR ** 2))
@@ -166,8 +171,27 @@ class StackedPredictor(LatencyPredictor):
     def predict_codes(self, codes: np.ndarray) -> np.ndarray:
         if self.coefficients is None:
             raise RuntimeError("call adapt() before predict()")
-        candidates = np.maximum(self.design(codes) @ self.coefficients, self._floor_ms)
+        candidates = np.maximum(self._candidates(codes), self._floor_ms)
         return np.exp(np.log(candidates) @ self.mixture)
+
+    def _candidates(self, codes: np.ndarray) -> np.ndarray:
+        """``design(codes) @ coefficients``, block by block, skipping feature blocks no kept model reads."""
+        sources, cost = self._sizes
+        one = sources + cost + 1
+        c = self.coefficients
+        out = np.broadcast_to(c[one], (len(codes), c.shape[1])).copy()
+        if np.any(c[:sources]):
+            out += self.source(codes) @ c[:sources]
+        if np.any(c[sources:sources + cost]):
+            out += ((cost_features(self.space, codes) - self.cost_center) / self.cost_scale) @ c[sources:sources + cost]
+        if np.any(c[sources + cost]):
+            out += np.outer(flops_and_params(self.space, codes)[0] / 1e6, c[sources + cost])
+        per_op = c[one + 1:]
+        if np.any(per_op):
+            per_op = per_op.reshape(codes.shape[1], -1, c.shape[1])
+            for position in range(codes.shape[1]):
+                out += per_op[position, codes[:, position]]
+        return out
 
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         return self.predict_codes(op_codes(self.space, archs))
