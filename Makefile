@@ -15,7 +15,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/nas search --space nb201 --device pixel2 --latency 14ms --dataset cifar100 --out demo-out/pixel2
-	$(BIN)/nas search --space nb201 --device local-cpu --latency 3ms --dataset cifar100 --out demo-out/local-cpu
+	$(BIN)/nas search --space nb201 --device local-cpu --latency 2ms --dataset cifar100 --out demo-out/local-cpu
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
