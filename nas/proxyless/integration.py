@@ -5,6 +5,7 @@ weights), so evolution and Optuna can search ``fbnet`` too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 from pathlib import Path
@@ -240,6 +241,10 @@ class ProxylessStrategy(SearchStrategy):
         trained = train_architecture(best.arch, data, epochs=self.retrain_epochs, batch_size=config.batch_size,
                                      seed=self.seed)
         result.model = trained.model
+        # the derived architecture was really trained: rank it by its retrained validation accuracy,
+        # not by the shared-weight estimate that the other candidates (and the pipeline's extras) carry
+        result.candidates = [dataclasses.replace(c, accuracy=trained.val_accuracy) if c.arch == best.arch else c
+                             for c in result.candidates]
         result.info.update(test_accuracy=trained.test_accuracy, val_accuracy=trained.val_accuracy,
                            retrained_arch=get_space(SPACE).to_string(best.arch))
         return result

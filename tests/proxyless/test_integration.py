@@ -43,6 +43,7 @@ def test_strategy_returns_candidates_under_the_predicted_budget(tiny_digits, mon
     result = strategy.search(problem)
     assert result.best is not None and result.best.safe_under(30.0)
     assert result.model is not None and 0 <= result.info["test_accuracy"] <= 100
+    assert result.best.accuracy == result.info["val_accuracy"]  # ranked by its real, retrained accuracy
     assert (tmp_path / "checkpoint.pt").is_file()
     assert "searched ProxylessNAS supernet" in problem.accuracy.description  # no second supernet to train
     resumed = ProxylessStrategy(epochs=1, fallbacks=2, checkpoint_dir=tmp_path, resume=True).search(problem)
