@@ -43,8 +43,8 @@ def register(subparsers) -> None:
     parser.add_argument("--space", default="nb201", choices=list_spaces(), help="search space (default nb201)")
     parser.add_argument("--device", required=True, help="catalog device ('nas devices list')")
     parser.add_argument("--latency", required=True, help="latency budget, e.g. 14ms, 0.02s")
-    parser.add_argument("--dataset", default="cifar100",
-                        help="task the accuracy is for (nb201: cifar10, cifar100, imagenet16-120; default cifar100)")
+    parser.add_argument("--dataset", default=None,
+                        help="task the accuracy is for (nb201: cifar10, cifar100, imagenet16-120; default cifar100 for nb201)")
     parser.add_argument("--strategy", choices=list_strategies(), default=None,
                         help="search strategy (default: exhaustive where the predictor can score the whole space, "
                              "as for nb201; else evolution)")

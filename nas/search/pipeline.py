@@ -71,6 +71,8 @@ class SearchOutcome:
     model: Any = None  # a trained torch.nn.Module when the strategy trained one
     num_classes: int | None = None
     measurable: bool = True  # whether the device could be measured in this run
+    unverified_reason: str = ""  # why a found architecture was not measured, when it was not
+    strategy_info: dict[str, Any] = field(default_factory=dict)  # e.g. test_accuracy of a trained model
 
     @property
     def weights(self) -> str:
@@ -92,6 +94,8 @@ class SearchOutcome:
             "verification": self.verification, "fastest_measured": self.fastest,
             "strategy": self.strategy, "seed": self.seed, "num_evaluations": self.num_evaluations,
             "weights": self.weights, "wall_s": round(self.wall_s, 3), "versions": package_versions(),
+            # measured on the held-out test split when the strategy trained the returned network
+            "test_accuracy": self.strategy_info.get("test_accuracy") if self.model is not None else None,
         }
 
     def summary(self) -> str:
@@ -101,6 +105,8 @@ class SearchOutcome:
         if self.status in (VERIFIED, PREDICTED):
             lines.append(f"architecture: {self.arch}")
             lines.append(f"accuracy: {self.accuracy:.2f}% ({self.accuracy_source})")
+            if self.model is not None and self.strategy_info.get("test_accuracy") is not None:
+                lines.append(f"test accuracy of the retrained network: {self.strategy_info['test_accuracy']:.2f}%")
             low, high = self.predicted_interval_ms
             lines.append(f"predicted latency: {self.predicted_latency_ms:.2f} ms "
                          f"({self.coverage:.0%} interval {low:.2f}-{high:.2f} ms)")
@@ -108,7 +114,8 @@ class SearchOutcome:
             lines.append(f"measured latency: {self.measured_latency_ms:.2f} ms on {self.device} "
                          f"-- meets the {self.budget_ms:g} ms budget")
         elif self.status == PREDICTED:
-            why = "--verify 0" if self.measurable else f"{self.device} cannot be measured from here"
+            why = self.unverified_reason or ("--verify 0" if self.measurable
+                                             else f"{self.device} cannot be measured from here")
             lines.append(f"measured latency: not measured ({why}); the latency above is a PREDICTION")
         elif self.status == OVER_BUDGET:
             fastest = self.fastest
@@ -185,7 +192,7 @@ def _progress_bar(total: int | None, desc: str, enabled: bool):
                 leave=False, mininterval=0.5)
 
 
-def search_under_budget(space: str, device: str | Device, latency: str | float, *, dataset: str = "cifar100",
+def search_under_budget(space: str, device: str | Device, latency: str | float, *, dataset: str | None = None,
                         strategy: str | None = None, strategy_options: Mapping[str, Any] | None = None,
                         seed: int = 0, verify_max: int = 10, measurements: str | os.PathLike | Mapping[str, float] | None = None,
                         store: Any = None, coverage: float = 0.9, predictor: Any = None,
@@ -259,10 +266,13 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     problem = SearchProblem(space, budget_ms, accuracy, calibrated, coverage=coverage, dataset=dataset)
     with _progress_bar(getattr(searcher, "num_evaluations", None), f"searching ({strategy})", progress) as bar:
         result = searcher.search(problem, progress=bar.update)
-    # the device samples are candidates too: one that meets the budget is verified for free
-    pool = list(result.candidates) + problem.evaluate([search_space.from_string(a) for a in samples])
-    if not unmeasurable and verify_max > 0 and problem.all_archs() is not None:
-        pool += neighbourhood(problem, pool, calibrated)  # cheap where the whole space is scored
+    pool = list(result.candidates)
+    if result.model is None:
+        # the device samples are candidates too: one that meets the budget is verified for free;
+        # a strategy that trained its own network keeps to its candidates, whose weights it returns
+        pool += problem.evaluate([search_space.from_string(a) for a in samples])
+        if not unmeasurable and verify_max > 0 and problem.all_archs() is not None:
+            pool += neighbourhood(problem, pool, calibrated)  # cheap where the whole space is scored
 
     common = dict(space=space, device=device.name, budget_ms=budget_ms, dataset=dataset, strategy=strategy,
                   seed=seed, coverage=coverage, reference_source=reference_source,
@@ -278,7 +288,11 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             outcome.write(out)
         return outcome
 
-    if unmeasurable or verify_max == 0:
+    checkable = [] if unmeasurable else [c for c in pool if _can_measure(device, search_space, c.arch)]
+    if unmeasurable or verify_max == 0 or not checkable:
+        if not (unmeasurable or verify_max == 0):
+            common["unverified_reason"] = (f"{device.name} replays recorded latencies and its table has none "
+                                           f"of the candidates")
         safe = [c for c in pool if c.safe_under(budget_ms)]
         best = max(safe, key=lambda c: (c.accuracy, -c.high_ms), default=None)
         if best is None:
@@ -292,6 +306,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                          and measured_ms <= budget_ms else PREDICTED)
         if result.model is not None and result.best is not None and result.best.arch == best.arch:
             outcome.model = result.model
+            outcome.strategy_info = dict(result.info)
         return finish(outcome)
 
     with _progress_bar(verify_max, f"verifying on {device.name}", progress) as bar:
@@ -299,7 +314,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             bar.update(1)
             if on_measure:
                 on_measure(verified)
-        report = verify([c for c in pool if _can_measure(device, search_space, c.arch)], budget_ms, calibrated,
+        report = verify(checkable, budget_ms, calibrated,
                         measure_on_device,
                         max_measurements=verify_max, coverage=coverage, on_measure=note)
     trail = [dict(_candidate_dict(search_space, v.candidate), measured_latency_ms=v.measured_ms,
@@ -317,6 +332,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     outcome.verification = trail
     if result.model is not None and result.best is not None and result.best.arch == chosen.candidate.arch:
         outcome.model = result.model
+        outcome.strategy_info = dict(result.info)
     return finish(outcome)
 
 

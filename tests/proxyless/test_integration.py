@@ -1,6 +1,7 @@
 """ProxylessNAS inside ``nas search``: the strategy and the fbnet accuracy estimator."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -48,3 +49,21 @@ def test_strategy_returns_candidates_under_the_predicted_budget(tiny_digits, mon
     assert "searched ProxylessNAS supernet" in problem.accuracy.description  # no second supernet to train
     resumed = ProxylessStrategy(epochs=1, fallbacks=2, checkpoint_dir=tmp_path, resume=True).search(problem)
     assert [c.arch for c in resumed.candidates] == [c.arch for c in result.candidates]
+
+
+def test_nas_search_returns_the_trained_network_and_its_test_accuracy(tiny_digits, monkeypatch, tmp_path):
+    from nas.search import search_under_budget
+
+    space = get_space("fbnet")
+    column = benchmarks.latency_table("fbnet").column("raspi4")
+    samples = {space.to_string(a): float(column[space.index_of(a)]) for a in predictors.reference_archs("fbnet")}
+    monkeypatch.setattr("nas.proxyless.integration.load_data", lambda *a, **k: tiny_digits)
+    outcome = search_under_budget("fbnet", "raspi4", "30ms", strategy="proxyless", measurements=samples,
+                                  strategy_options=dict(epochs=1, fallbacks=2, checkpoint_dir=tmp_path / "ckpt"),
+                                  out=tmp_path / "out")
+    record = outcome.to_dict()
+    # the returned network is the strategy's retrained one, never an untrained reference architecture
+    assert outcome.model is not None and record["weights"] == "trained by the search strategy"
+    assert 0 <= record["test_accuracy"] <= 100
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["test_accuracy"] == record["test_accuracy"]
+    assert "test accuracy of the retrained network" in outcome.summary()
