@@ -3,30 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from nas.errors import UserInputError
+from nas.registry import Registry
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
+PREDICTORS: Registry = Registry("predictor method", name_attribute="name")
 
-
-def register_predictor(name: str):
-    """Class decorator: make a predictor available as ``create_predictor(name, space)``."""
-    def decorate(cls):
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return decorate
-
-
-def list_predictors() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def predictor_class(name: str):
-    if name not in _REGISTRY:
-        raise UserInputError(f"unknown predictor method {name!r}; available: {', '.join(list_predictors())}")
-    return _REGISTRY[name]
+register_predictor = PREDICTORS.register
+list_predictors = PREDICTORS.names
+predictor_class = PREDICTORS.lookup
 
 
 def create_predictor(name: str, space: str, **options: Any):

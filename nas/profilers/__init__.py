@@ -3,35 +3,25 @@ device's catalog entry."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 from nas.devices import Device, get_device
 from nas.errors import UserInputError
+from nas.registry import Registry
 from nas.profilers.base import LatencyMeasurement, Profiler, settings_key
 
-_REGISTRY: dict[str, Callable[[Device], Profiler]] = {}
+PROFILERS: Registry = Registry("profiler kind", name_attribute="kind")
 
-
-def register_profiler(kind: str):
-    def decorate(cls):
-        cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
-    return decorate
-
-
-def list_profiler_kinds() -> list[str]:
-    return sorted(_REGISTRY)
+register_profiler = PROFILERS.register
+list_profiler_kinds = PROFILERS.names
 
 
 def make_profiler(device: Device | str) -> Profiler:
     """The profiler that reaches ``device`` (a catalog name or entry)."""
     if isinstance(device, str):
         device = get_device(device)
-    if device.profiler_kind not in _REGISTRY:
+    if device.profiler_kind not in PROFILERS:
         raise UserInputError(f"device {device.name!r} names profiler kind {device.profiler_kind!r}; "
                              f"known kinds: {', '.join(list_profiler_kinds())}")
-    return _REGISTRY[device.profiler_kind](device)
+    return PROFILERS[device.profiler_kind](device)
 
 
 from nas.profilers.measure import InterleavedProfiler, MeasurementProtocol, measure  # noqa: E402

@@ -22,40 +22,20 @@ export). See :mod:`nas.search.base`.
 
 from __future__ import annotations
 
-import difflib
-
 from nas.errors import UserInputError
+from nas.registry import Registry
 from nas.search.accuracy import (AccuracyEstimator, get_accuracy_estimator, list_accuracy_spaces,
                                  register_accuracy_estimator)
 from nas.search.base import Candidate, SearchProblem, SearchResult, SearchStrategy
 
-_REGISTRY: dict[str, type[SearchStrategy]] = {}
+STRATEGIES: Registry = Registry("search strategy", name_attribute="name")
 
 #: strategy used when none is named and the space is too big to score whole
 DEFAULT_STRATEGY = "evolution"
 
-
-def register_strategy(name: str):
-    """Class decorator: make a :class:`SearchStrategy` available as ``get_strategy(name)``."""
-    def decorate(cls):
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return decorate
-
-
-def list_strategies() -> list[str]:
-    """Registered strategy names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def strategy_class(name: str) -> type[SearchStrategy]:
-    """The registered class of ``name`` (unknown names suggest close ones)."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=2, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UserInputError(f"unknown search strategy {name!r}.{hint} Available: {', '.join(list_strategies())}")
-    return _REGISTRY[name]
+register_strategy = STRATEGIES.register
+list_strategies = STRATEGIES.names
+strategy_class = STRATEGIES.lookup
 
 
 def get_strategy(name: str, **options) -> SearchStrategy:

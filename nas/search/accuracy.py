@@ -12,16 +12,18 @@ that has none: the search never guesses accuracy.
 from __future__ import annotations
 
 import abc
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from nas import benchmarks
 from nas.errors import UserInputError
+from nas.registry import Registry
 from nas.search_space import Arch, get_space
 from nas.search_space.nb201 import DATASET_CLASSES
 
-_FACTORIES: dict[str, Callable[..., "AccuracyEstimator"]] = {}
+#: space -> factory(**options) -> AccuracyEstimator
+ESTIMATORS: Registry = Registry("accuracy estimator")
 
 
 class AccuracyEstimator(abc.ABC):
@@ -39,29 +41,20 @@ class AccuracyEstimator(abc.ABC):
         """Accuracy in percent of each architecture, in order."""
 
 
-def register_accuracy_estimator(space: str):
-    """Decorator: register ``factory(**options) -> AccuracyEstimator`` for ``space``."""
-    def decorate(factory):
-        _FACTORIES[space] = factory
-        return factory
-    return decorate
-
-
-def list_accuracy_spaces() -> list[str]:
-    """Spaces that have an accuracy estimator."""
-    return sorted(_FACTORIES)
+register_accuracy_estimator = ESTIMATORS.register
+list_accuracy_spaces = ESTIMATORS.names
 
 
 def get_accuracy_estimator(space: str, **options) -> AccuracyEstimator:
     """The accuracy estimator of ``space`` built with ``options`` (e.g. ``dataset``)."""
     get_space(space)  # unknown space: its own error
-    if space not in _FACTORIES:
+    if space not in ESTIMATORS:
         raise UserInputError(
             f"space {space} has no accuracy estimator yet; a latency-constrained search needs one to "
             f"rank architectures. Spaces that have one: {', '.join(list_accuracy_spaces())}. "
             f"Search one of those, or register an estimator with "
             f"nas.search.accuracy.register_accuracy_estimator({space!r})")
-    return _FACTORIES[space](**options)
+    return ESTIMATORS[space](**options)
 
 
 class NB201TableAccuracy(AccuracyEstimator):

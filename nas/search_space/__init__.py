@@ -6,33 +6,20 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
-from nas.errors import UserInputError
+from nas.registry import Registry
 from nas.search_space.base import Arch, SearchSpace, count_macs
 
-_REGISTRY: dict[str, Callable[[], SearchSpace]] = {}
+SPACES: Registry = Registry("search space")
 _INSTANCES: dict[str, SearchSpace] = {}
 
-
-def register_space(name: str):
-    """Class decorator: make a space available as ``get_space(name)``."""
-    def decorate(cls):
-        _REGISTRY[name] = cls
-        return cls
-    return decorate
-
-
-def list_spaces() -> list[str]:
-    return sorted(_REGISTRY)
+register_space = SPACES.register
+list_spaces = SPACES.names
 
 
 def get_space(name: str) -> SearchSpace:
     """The (shared, stateless) space instance registered as ``name``."""
-    if name not in _REGISTRY:
-        raise UserInputError(f"unknown search space {name!r}; available: {', '.join(list_spaces())}")
     if name not in _INSTANCES:
-        _INSTANCES[name] = _REGISTRY[name]()
+        _INSTANCES[name] = SPACES.lookup(name)()
     return _INSTANCES[name]
 
 

@@ -40,7 +40,7 @@ def test_pixel7_without_a_phone_exits_2_with_ways_forward(capsys):
 
 
 def test_space_without_accuracy_estimator_exits_2(monkeypatch, capsys):
-    monkeypatch.delitem(accuracy._FACTORIES, "fbnet", raising=False)
+    monkeypatch.delitem(accuracy.ESTIMATORS, "fbnet", raising=False)
     assert main(["search", "--space", "fbnet", "--device", "pixel2", "--latency", "20ms"]) == 2
     assert "no accuracy estimator yet" in capsys.readouterr().err
 

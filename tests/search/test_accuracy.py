@@ -27,13 +27,13 @@ def test_unknown_dataset_names_the_allowed_ones():
 
 
 def test_space_without_an_estimator_is_refused(monkeypatch):
-    monkeypatch.delitem(accuracy._FACTORIES, "fbnet", raising=False)
+    monkeypatch.delitem(accuracy.ESTIMATORS, "fbnet", raising=False)
     with pytest.raises(UserInputError, match="space fbnet has no accuracy estimator yet"):
         get_accuracy_estimator("fbnet")
 
 
 def test_registering_an_estimator_makes_the_space_searchable(monkeypatch):
-    monkeypatch.setattr(accuracy, "_FACTORIES", dict(accuracy._FACTORIES))
+    monkeypatch.setitem(accuracy.ESTIMATORS, "fbnet", None)  # the original is restored after the test
 
     class Constant(AccuracyEstimator):
         space = "fbnet"

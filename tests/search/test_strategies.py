@@ -3,8 +3,7 @@
 import pytest
 
 from nas.errors import UserInputError
-from nas.search import SearchStrategy, get_strategy, list_strategies, register_strategy
-from nas.search import _REGISTRY
+from nas.search import STRATEGIES, SearchStrategy, get_strategy, list_strategies, register_strategy
 
 BUILTIN = ("evolution", "exhaustive", "nsga2", "random", "tpe")
 
@@ -27,7 +26,7 @@ def test_unknown_strategy_and_bad_options_are_user_errors():
 
 
 def test_a_registered_strategy_is_offered(monkeypatch):
-    monkeypatch.setattr("nas.search._REGISTRY", dict(_REGISTRY))
+    monkeypatch.setitem(STRATEGIES, "first-sample", None)  # removed again after the test
 
     @register_strategy("first-sample")
     class FirstSample(SearchStrategy):
