@@ -24,7 +24,7 @@ def make_profiler(device: Device | str) -> Profiler:
     return PROFILERS[device.profiler_kind](device)
 
 
-from nas.profilers.measure import InterleavedProfiler, MeasurementProtocol, measure  # noqa: E402
+from nas.profilers.protocol import InterleavedProfiler, MeasurementProtocol, measure  # noqa: E402
 
 # Importing the modules registers their kinds.
 from nas.profilers import adb, onnxruntime, remote, replay  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """Android phones over adb (kind ``adb``): each model is pushed to the phone
 and timed there by ONNX Runtime's ``onnxruntime_perf_test`` binary, with the
-protocol of :mod:`nas.profilers.measure` (interleaved rounds, reference
+protocol of :mod:`nas.profilers.protocol` (interleaved rounds, reference
 model, outlier rejection).
 
 Settings: ``serial`` (``null``: the only connected phone), ``adb`` (path of
@@ -24,7 +24,7 @@ import numpy as np
 
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.profilers import register_profiler
-from nas.profilers.measure import InterleavedProfiler, Timer
+from nas.profilers.protocol import InterleavedProfiler, Timer
 
 #: onnxruntime_perf_test's ``-o`` values
 _PERF_TEST_LEVELS = {"disabled": 0, "basic": 1, "extended": 2, "all": 99}

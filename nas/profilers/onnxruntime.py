@@ -1,10 +1,10 @@
 """Local ONNX Runtime profiler (kind ``onnxruntime``): times models on this
-machine's CPU with the protocol of :mod:`nas.profilers.measure`
+machine's CPU with the protocol of :mod:`nas.profilers.protocol`
 (interleaved rounds, reference model, outlier rounds rejected, spread kept).
 
 Runtime settings (recorded with every measurement): ``threads`` (intra-op
 threads), ``batch_size``, ``graph_optimization_level`` (one of
-:data:`nas.profilers.measure.GRAPH_OPTIMIZATION_LEVELS`).
+:data:`nas.profilers.protocol.GRAPH_OPTIMIZATION_LEVELS`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.profilers import register_profiler
-from nas.profilers.measure import InterleavedProfiler, Timer, check_runtime_settings
+from nas.profilers.protocol import InterleavedProfiler, Timer, check_runtime_settings
 
 
 class OnnxRuntimeModel:

@@ -3,7 +3,7 @@
 On the device: ``nas agent serve --port 8765`` (standard library HTTP, one
 request at a time so timings never overlap). The profiler uploads each
 exported model once and asks for timed blocks, following the protocol of
-:mod:`nas.profilers.measure`; only inference is timed, never the network.
+:mod:`nas.profilers.protocol`; only inference is timed, never the network.
 
 Settings: ``url`` (e.g. ``http://192.168.1.20:8765``), ``timeout_s``, and
 the runtime settings ``threads``, ``batch_size``, ``graph_optimization_level``.
@@ -33,7 +33,7 @@ import numpy as np
 import nas
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.profilers import register_profiler
-from nas.profilers.measure import InterleavedProfiler, Timer, check_runtime_settings
+from nas.profilers.protocol import InterleavedProfiler, Timer, check_runtime_settings
 from nas.profilers.onnxruntime import OnnxRuntimeModel
 
 #: largest model the agent accepts (bytes)

@@ -7,7 +7,7 @@ import pytest
 from nas.devices import Device, get_device
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.profilers import MeasurementProtocol, measure
-from nas.profilers.measure import reference_arch, time_interleaved
+from nas.profilers.protocol import reference_arch, time_interleaved
 from nas.search_space import get_space
 from nas.store import MeasurementStore
 
