@@ -1,7 +1,8 @@
 """Reading a device's latency measurements from a CSV file.
 
 Format: header ``arch,latency_ms``, then one canonical architecture string
-and its latency in milliseconds per line. The file must contain the 10
+and its latency in milliseconds per line. Further columns after these two
+(as in the CSV ``nas profile --out`` writes) are allowed and ignored. The file must contain the 10
 HELP reference architectures (``nas predictor reference-archs``).
 """
 
@@ -38,15 +39,15 @@ def read_measurements_csv(path, space: str, require_reference: bool = True) -> d
     with handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != HEADER:
-            raise UserInputError(f"{path}: line 1: the header must be 'arch,latency_ms', got "
+        if header is None or tuple(h.strip() for h in header[:2]) != HEADER:
+            raise UserInputError(f"{path}: line 1: the header must start with 'arch,latency_ms', got "
                                  f"{','.join(header or [])!r}")
         for row in reader:
             line = reader.line_num
             if not row or all(not cell.strip() for cell in row):
                 continue
-            if len(row) != 2:
-                raise UserInputError(f"{path}: line {line}: expected 2 columns (arch,latency_ms), got {len(row)}; "
+            if len(row) != len(header):
+                raise UserInputError(f"{path}: line {line}: expected {len(header)} columns like the header, got {len(row)}; "
                                      f"quote FBNet arch strings only if they contain commas")
             text, value = row[0].strip(), row[1].strip()
             try:

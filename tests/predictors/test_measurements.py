@@ -56,3 +56,19 @@ def test_unparsable_arch_and_header(tmp_path):
     path.write_text("architecture,ms\n")
     with pytest.raises(UserInputError, match="header"):
         read_measurements_csv(path, "nb201")
+
+
+def test_the_csv_nas_profile_writes_can_be_read_back(tmp_path):
+    from nas.profilers import make_profiler
+    from nas.store import write_csv
+
+    refs = reference_archs("nb201")
+    records = make_profiler("pixel2").measure("nb201", refs)
+    path = tmp_path / "profiled.csv"
+    write_csv(path, records)
+    assert path.read_text().splitlines()[0].startswith("arch,latency_ms,")
+    measured = read_measurements_csv(path, "nb201")
+    assert [measured[r.arch] for r in records] == [r.latency_ms for r in records]
+    path.write_text("arch,latency_ms,spread_ms\n" + get_space("nb201").to_string(refs[0]) + ",2.0\n")
+    with pytest.raises(UserInputError, match="line 2: expected 3 columns"):
+        read_measurements_csv(path, "nb201")
