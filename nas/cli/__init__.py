@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from nas.errors import UserInputError
 
 #: modules under ``nas.cli`` that add subcommands, in help order
-SUBCOMMAND_MODULES = ("export", "devices", "profile", "agent", "search", "predictor")
+SUBCOMMAND_MODULES = ("search", "predictor", "profile", "export", "devices", "agent")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         print(f"nas {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"\nnas {args.command}: interrupted; everything measured so far is stored.", file=sys.stderr)
         return 130
