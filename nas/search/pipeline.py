@@ -128,10 +128,15 @@ class SearchOutcome:
                          f"the fastest predicted is {self.fastest['arch']} at "
                          f"{self.fastest['predicted_latency_ms']:.2f} ms")
         for number, v in enumerate(self.verification, start=1):
-            verdict = "meets" if v["meets_budget"] else "over"
+            if v["meets_budget"]:
+                verdict = "meets budget"
+            elif v["measured_latency_ms"] <= self.budget_ms:  # only its spread crosses the budget
+                verdict = f"too close to call (spread {v['spread_ms']:.2f} ms)"
+            else:
+                verdict = "over budget"
             lines.append(f"  verification {number}: {v['measured_latency_ms']:.2f} ms measured "
                          f"(predicted {v['predicted_latency_ms']:.2f}), accuracy {v['accuracy']:.2f}%, "
-                         f"{verdict} budget  {v['arch']}")
+                         f"{verdict}  {v['arch']}")
         reused = f", {self.samples_reused} reused from the measurement store" if self.samples_reused else ""
         lines.append(f"target-device measurements: {self.device_samples} "
                      f"({self.reference_source} reference samples + {len(self.verification)} verification{reused})")
