@@ -49,12 +49,16 @@ class LatencyPredictor(abc.ABC):
 
     # --- checkpoints ------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """``(json-able settings, named arrays)`` that rebuild this predictor."""
-        raise NotImplementedError(f"the {self.name!r} predictor cannot be saved")
+        """``(json-able settings, named arrays)`` that rebuild this predictor.
+
+        Wrappers that only live inside one search (e.g. a recalibrated
+        predictor) do not override this and cannot be saved."""
+        raise TypeError(f"the {self.name or type(self).__name__!r} predictor has no checkpoint format")
 
     @classmethod
     def from_state(cls, space: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "LatencyPredictor":
-        raise NotImplementedError(f"the {cls.name!r} predictor cannot be loaded")
+        """Rebuild a predictor from what :meth:`state` returned."""
+        raise TypeError(f"the {cls.name or cls.__name__!r} predictor has no checkpoint format")
 
     def save(self, path) -> None:
         """Write the predictor (adapted or not) to ``path`` (an ``.npz`` file, no pickles)."""

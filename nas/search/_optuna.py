@@ -8,6 +8,8 @@ persistent: rerunning continues it, and several processes can share it.
 
 from __future__ import annotations
 
+import abc
+
 import optuna
 
 from nas.errors import UserInputError
@@ -37,8 +39,9 @@ class OptunaSearch(SearchStrategy):
                            help="Optuna storage making the search resumable and shareable, e.g. sqlite:///study.db")
         group.add_argument("--study", dest="study_name", metavar="NAME", help="study name in --storage")
 
+    @abc.abstractmethod
     def make_sampler(self) -> optuna.samplers.BaseSampler:
-        raise NotImplementedError
+        """The Optuna sampler this strategy searches with."""
 
     def _study(self) -> optuna.Study:
         directions = ["maximize", "minimize"] if self.multi_objective else ["maximize"]
