@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--arch-lr", type=float, default=0.05)
     parser.add_argument("--supernet-lr", type=float, default=None, help="supernet weight lr (default --lr)")
-    parser.add_argument("--work", default="/tmp/nas-proxyless-search", help="store and per-arch results cache")
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "nas-proxyless-search"),
+                        help="store and per-arch results cache")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
