@@ -88,7 +88,7 @@ def _finetune(args) -> int:
 
 
 def _predict(args) -> int:
-    from nas.cli.profile import read_arch_file
+    from nas.search_space import read_arch_file
     from nas.predictors import load_predictor
 
     if not 0 < args.coverage < 1:

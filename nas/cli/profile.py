@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 from nas.errors import UserInputError
-from nas.search_space import list_spaces
+from nas.search_space import list_spaces, read_arch_file
 
 DEFAULT_NUM = 20
 
@@ -44,24 +41,6 @@ def register(subparsers) -> None:
     settings.add_argument("--no-drift-correction", action="store_true",
                           help="do not time the reference model around each cell")
     parser.set_defaults(handler=_profile)
-
-
-def read_arch_file(path: str | Path, space: str) -> list[tuple[str, ...]]:
-    """Architectures of ``space`` listed in a file: one canonical string a line
-    (blank lines and ``#`` comments skipped), or a CSV with an ``arch`` column."""
-    from nas.search_space import get_space
-
-    search_space = get_space(space)
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise UserInputError(f"cannot read architecture file {str(path)!r}: {error.strerror}") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if lines and "arch" in [c.strip() for c in lines[0].split(",")]:
-        lines = [row["arch"] for row in csv.DictReader(lines)]
-    if not lines:
-        raise UserInputError(f"{str(path)!r} lists no architectures; write one canonical string a line")
-    return [search_space.from_string(line) for line in lines]
 
 
 def _profile(args) -> int:

@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
+from nas.errors import UserInputError
 from nas.registry import Registry
 from nas.search_space.base import Arch, SearchSpace, count_macs
 
@@ -23,7 +27,24 @@ def get_space(name: str) -> SearchSpace:
     return _INSTANCES[name]
 
 
+
+def read_arch_file(path: str | Path, space: str) -> list[tuple[str, ...]]:
+    """Architectures of ``space`` listed in a file: one canonical string a line
+    (blank lines and ``#`` comments skipped), or a CSV with an ``arch`` column."""
+    search_space = get_space(space)
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise UserInputError(f"cannot read architecture file {str(path)!r}: {error.strerror}") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if lines and "arch" in [c.strip() for c in lines[0].split(",")]:
+        lines = [row["arch"] for row in csv.DictReader(lines)]
+    if not lines:
+        raise UserInputError(f"{str(path)!r} lists no architectures; write one canonical string a line")
+    return [search_space.from_string(line) for line in lines]
+
+
 # Importing the modules registers their spaces.
 from nas.search_space import fbnet, nb201  # noqa: E402,F401
 
-__all__ = ["Arch", "SearchSpace", "count_macs", "get_space", "list_spaces", "register_space"]
+__all__ = ["Arch", "SearchSpace", "count_macs", "get_space", "list_spaces", "read_arch_file", "register_space"]
