@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nas import package_versions
 from nas.budget import parse_latency_ms
 from nas.devices import Device, get_device
 from nas.errors import UserInputError
@@ -165,7 +166,7 @@ def run_proxyless_search(device: str | Device, latency: str | float, *, data: st
         "device_samples": device_samples, "verification": found["trail"],
         "latency_table": table.fit, "search_epochs": config.epochs, "retrain_epochs": trained.epochs,
         "search_wall_s": search.wall_s, "retrain_wall_s": trained.wall_s,
-        "history": search.history, "seed": seed,
+        "history": search.history, "seed": seed, "versions": package_versions(),
         "arch_probabilities": {name: probs[:, i].round(4).tolist() for i, name in enumerate(table.candidates)},
     }
     if out is not None:

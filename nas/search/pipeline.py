@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from nas import package_versions
 from nas.budget import parse_latency_ms
 from nas.devices import Device, get_device
 from nas.errors import DeviceUnavailableError, UserInputError
@@ -167,17 +166,6 @@ class SearchOutcome:
         paths["summary"] = out / "summary.txt"
         paths["summary"].write_text(summary + "\n")
         return paths
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages that shape a result."""
-    versions = {"python": platform.python_version()}
-    for name in ("nas", "torch", "numpy", "onnx", "onnxruntime", "optuna"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def ways_forward(device: Device, space: str, reason: str) -> str:

@@ -22,6 +22,7 @@ def test_search_on_local_cpu_meets_the_budget_and_exports_trained_weights(tiny_d
     assert 0 <= result["test_accuracy"] <= 100
     assert result["device_samples"] >= 11  # 10 reference architectures + at least one verification
     assert "r2" in result["latency_table"] and "spearman" in result["latency_table"]
+    assert "not installed" not in (result["versions"]["nas"], result["versions"]["torch"])
     saved = json.loads((out / "result.json").read_text())
     assert saved["arch"] == result["arch"] and (out / "checkpoint.pt").is_file()
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
