@@ -13,6 +13,19 @@ pick which paths run:
 - ``set_arch``: a fixed architecture (accuracy estimation with shared weights),
 - ``set_all_paths``: every path, weighted by softmax(alpha) (DARTS-style;
   only for the memory comparison).
+
+Stage transitions (the 6 layers that change width or stride) have no
+identity to fall back on: each candidate replaces its input, and with 9
+independently initialised candidates every sampled path hands the shared
+layers after it unrelated features; trained that way the supernet stays at
+chance on small data (``experiments/results/proxyless_supernet_learning.md``).
+So, in the supernet only, a transition layer's ``skip`` candidate (its 1x1
+projection) is a shortcut that every other candidate adds to, like the
+identity of the residual layers, and every inverted-bottleneck candidate
+starts with its last BatchNorm scale at 0: at initialisation all paths
+compute the same function and the candidates learn residuals on top of it.
+The derived architecture is built and retrained exactly as the space
+defines it; only the weight-sharing proxy differs.
 """
 
 from __future__ import annotations
@@ -22,42 +35,63 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nas.search_space.fbnet import CANDIDATES, layer_shapes, make_block, make_head, make_stem
+from nas.search_space.fbnet import CANDIDATES, InvertedBottleneck, layer_shapes, make_block, make_head, make_stem
 
 
 class MixedOp(nn.Module):
-    """All candidates of one layer; the forward pass runs only the gated paths."""
+    """All candidates of one layer; the forward pass runs only the gated paths.
 
-    def __init__(self, c_in: int, c_out: int, stride: int, candidates: Sequence[str] = CANDIDATES):
+    ``shortcut`` (a stage transition with a ``skip`` candidate): path ``k``
+    computes ``skip(x) + candidate_k(x)``, and the ``skip`` path ``skip(x)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, candidates: Sequence[str] = CANDIDATES,
+                 shortcut: bool = True):
         super().__init__()
         self.candidates = nn.ModuleList(make_block(name, c_in, c_out, stride) for name in candidates)
+        transition = c_in != c_out or stride != 1
+        self.shortcut = list(candidates).index("skip") if shortcut and transition and "skip" in candidates else None
+        if shortcut:
+            for block in self.candidates:
+                if isinstance(block, InvertedBottleneck):
+                    nn.init.zeros_(block.body[-1].weight)  # starts as the identity / the shortcut alone
         self.active: list[int] = [0]
         self.gates: torch.Tensor | None = None  # weights of ``active`` paths; None = the single path
 
+    def _path(self, k: int, x: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
+        if base is None:
+            return self.candidates[k](x)
+        return base if k == self.shortcut else base + self.candidates[k](x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = None if self.shortcut is None else self.candidates[self.shortcut](x)
         if self.gates is None:
-            return self.candidates[self.active[0]](x)
+            return self._path(self.active[0], x, base)
         out = 0
         for gate, k in zip(self.gates, self.active):
             if gate.detach().item() == 0.0:
                 # a closed binary gate: the path adds nothing to the output, and dL/dgate = <dL/dout, path(x)>
                 # needs only its output, so it runs without a graph (memory of one path, as in the paper)
                 with torch.no_grad():
-                    path = self.candidates[k](x)
+                    path = self._path(k, x, None if base is None else base.detach())
             else:
-                path = self.candidates[k](x)
+                path = self._path(k, x, base)
             out = out + gate * path
         return out
 
 
 class ProxylessSupernet(nn.Module):
-    """Stem, 22 mixed layers and head of ``fbnet``, with architecture parameters ``alpha [22, 9]``."""
+    """Stem, 22 mixed layers and head of ``fbnet``, with architecture parameters ``alpha [22, 9]``.
 
-    def __init__(self, num_classes: int = 10, candidates: Sequence[str] = CANDIDATES):
+    ``shortcut=False`` trains the candidates exactly as the space defines them
+    (no transition shortcut, default initialisation): kept for the ablation.
+    """
+
+    def __init__(self, num_classes: int = 10, candidates: Sequence[str] = CANDIDATES, shortcut: bool = True):
         super().__init__()
         self.candidate_names = tuple(candidates)
         self.stem = make_stem()
-        self.layers = nn.ModuleList(MixedOp(c_in, c_out, stride, candidates)
+        self.layers = nn.ModuleList(MixedOp(c_in, c_out, stride, candidates, shortcut)
                                     for c_in, c_out, stride in layer_shapes())
         self.head = make_head(num_classes)
         self.alpha = nn.Parameter(torch.zeros(len(self.layers), len(candidates)))

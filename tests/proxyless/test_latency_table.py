@@ -4,7 +4,7 @@ import torch
 
 from nas import benchmarks
 from nas.errors import UserInputError
-from nas.proxyless.latency_table import build_lookup_table, calibrate
+from nas.proxyless.latency_table import anchor_archs, build_lookup_table, fit_lookup_table
 from nas.proxyless.pipeline import derive_within_budget, shrink_to_latency
 from nas.search_space import get_space
 
@@ -36,13 +36,36 @@ def test_expected_latency_is_the_probability_weighted_sum(raspi4_table):
     assert torch.allclose(uniform.grad, torch.as_tensor(raspi4_table.latency_ms, dtype=torch.float32))
 
 
-def test_calibration_matches_the_device_scale(raspi4_table):
+def test_measured_anchors_correct_a_predictor_that_shrinks_towards_the_mean(raspi4_table):
     space = get_space("fbnet")
-    archs = [space.sample(np.random.default_rng(i)) for i in range(8)]
-    table = type(raspi4_table).from_dict(raspi4_table.to_dict())
-    measured = 0.5 * table.archs_latency_ms(archs) + 1.0
-    calibrate(table, archs, measured)
-    assert np.allclose(table.archs_latency_ms(archs), measured, rtol=1e-6)
+    archs = list(space.measured_archs())
+    truth = raspi4_table.archs_latency_ms(archs)
+    # like a predictor fitted on uniform samples: right on average, too flat at the ends
+    flat = truth.mean() + 0.6 * (truth - truth.mean())
+    anchors = anchor_archs()
+    anchor_truth = raspi4_table.archs_latency_ms(anchors)
+    plain = fit_lookup_table("raspi4", archs, flat)
+    pinned = fit_lookup_table("raspi4", archs, flat, measured=(anchors, anchor_truth))
+    plain_error = np.abs(plain.archs_latency_ms(anchors) / anchor_truth - 1).mean()
+    pinned_error = np.abs(pinned.archs_latency_ms(anchors) / anchor_truth - 1).mean()
+    assert pinned_error < 0.5 * plain_error
+    assert pinned.fit["n_measured_rows"] == len(anchors) == 12
+    assert len(set(anchors)) == 12 and ("skip",) * 22 in anchors
+
+
+def test_a_measurable_device_measures_references_and_anchors_once(raspi4_table):
+    calls = []
+
+    def device(archs):
+        calls.append(list(archs))
+        return list(0.5 * raspi4_table.archs_latency_ms(archs) + 0.2)
+
+    table, samples = build_lookup_table("local-cpu", measure=device)
+    assert len(calls) == 1 and samples == len(calls[0]) == 22
+    assert table.fit["vs_measured"]["spearman"] > 0.95 and table.fit["n_measured"] == 22
+    heavy, light = ("k5_e6",) * 22, ("skip",) * 22
+    for arch in (heavy, light):
+        assert table.arch_latency_ms(arch) == pytest.approx(0.5 * raspi4_table.arch_latency_ms(arch) + 0.2, rel=0.15)
 
 
 def test_shrink_gives_up_the_least_probable_latency_first(raspi4_table):

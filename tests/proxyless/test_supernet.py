@@ -1,7 +1,11 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
 from nas.proxyless.supernet import ProxylessSupernet
+
+SKIP = 8
+TRANSITIONS = [1, 5, 9, 13, 17, 21]  # 16->24, 24->32 /2, 32->64 /2, 64->112, 112->184 /2, 184->352
 
 
 def _used_candidates(supernet):
@@ -16,9 +20,49 @@ def test_weight_step_runs_and_trains_only_the_sampled_path():
     logits = supernet(torch.randn(4, 3, 8, 8))
     assert logits.shape == (4, 10)
     F.cross_entropy(logits, torch.arange(4)).backward()
-    for layer_used, name in zip(_used_candidates(supernet), arch):
-        assert set(layer_used) <= {supernet.candidate_names.index(name)}
+    for layer, layer_used, name in zip(supernet.layers, _used_candidates(supernet), arch):
+        sampled = supernet.candidate_names.index(name)
+        # a stage transition also trains its shared shortcut (the skip projection)
+        allowed = {sampled} if layer.shortcut is None else {sampled, layer.shortcut}
+        assert set(layer_used) <= allowed
+        if name != "skip":
+            assert sampled in layer_used
     assert supernet.alpha.grad is None
+
+
+def test_transition_shortcut_marks_exactly_the_width_or_stride_changes():
+    supernet = ProxylessSupernet(num_classes=10)
+    marked = [i for i, layer in enumerate(supernet.layers) if layer.shortcut is not None]
+    assert marked == TRANSITIONS
+    assert all(supernet.layers[i].shortcut == SKIP for i in marked)
+    assert all(layer.shortcut is None for layer in ProxylessSupernet(num_classes=10, shortcut=False).layers)
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_with_the_shortcut_every_path_starts_as_the_same_function(shortcut):
+    torch.manual_seed(0)
+    supernet = ProxylessSupernet(num_classes=10, shortcut=shortcut).train()
+    x = torch.randn(8, 3, 8, 8)
+    outputs = []
+    for seed in range(3):
+        supernet.sample_single(torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            outputs.append(supernet(x))
+    same = all(torch.allclose(outputs[0], o, atol=1e-5) for o in outputs[1:])
+    assert same is shortcut
+
+
+def test_the_skip_path_of_a_transition_is_the_shortcut_alone():
+    torch.manual_seed(0)
+    supernet = ProxylessSupernet(num_classes=10)
+    layer = supernet.layers[1]  # 16 -> 24
+    x = torch.randn(2, 16, 8, 8)
+    layer.active, layer.gates = [SKIP], None
+    assert torch.equal(layer(x), layer.candidates[SKIP](x))
+    with torch.no_grad():
+        layer.candidates[2].body[-1].weight.fill_(1.0)
+    layer.active = [2]
+    assert torch.allclose(layer(x), layer.candidates[SKIP](x) + layer.candidates[2](x))
 
 
 def test_two_path_estimator_matches_its_formula_and_keeps_unsampled_probabilities():
