@@ -16,8 +16,8 @@ import torch
 
 from nas.proxyless.data import DATASETS, DataSplits, load_data
 from nas.proxyless.latency_table import SPACE, LatencyLookupTable, fit_lookup_table
-from nas.proxyless.search import ProxylessSearch, SearchConfig
-from nas.proxyless.supernet import ProxylessSupernet
+from nas.proxyless.search import ProxylessSearch, SearchConfig, check_supernet_format
+from nas.proxyless.supernet import SUPERNET_FORMAT, ProxylessSupernet
 from nas.proxyless.train import accuracy_percent
 from nas.search_space import Arch, get_space
 
@@ -118,9 +118,11 @@ class SupernetAccuracy(AccuracyEstimator):
             path = path / ProxylessSearch.CHECKPOINT if path.is_dir() else path
             if not path.is_file():
                 raise UserInputError(f"supernet checkpoint {str(path)!r} does not exist")
-            supernet.load_state_dict(torch.load(path, weights_only=False)["supernet"])
+            state = torch.load(path, weights_only=False)
+            check_supernet_format(state.get("identity", {}), path, "supernet checkpoint")
+            supernet.load_state_dict(state["supernet"])
             return supernet
-        folder = cache_dir() / (f"supernet-{self.data.name}-r{self.data.resolution}-e{self.epochs}-s{self.seed}")
+        folder = cache_dir() / (f"supernet-v{SUPERNET_FORMAT}-{self.data.name}-r{self.data.resolution}-e{self.epochs}-s{self.seed}")
         # weights only (warm-up for every epoch): uniform path sampling, alpha untouched
         table = LatencyLookupTable("none", supernet.candidate_names, np.zeros(tuple(supernet.alpha.shape)), 0.0)
         search = ProxylessSearch(self.data, table, 1.0, SearchConfig(epochs=self.epochs, warmup_epochs=self.epochs,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from nas.errors import UserInputError
 from nas.proxyless.data import DataSplits
 from nas.proxyless.latency_table import LatencyLookupTable
-from nas.proxyless.supernet import ProxylessSupernet
+from nas.proxyless.supernet import SUPERNET_FORMAT, ProxylessSupernet
 from nas.proxyless.train import cosine_lr
 
 LATENCY_LOSSES = ("mul", "add")
@@ -74,6 +74,15 @@ def latency_loss(ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, 
     return ce + config.lambda_per_ms * expected_ms
 
 
+def check_supernet_format(identity: dict[str, Any], path: Path, what: str) -> None:
+    """Refuse a checkpoint written for another supernet format."""
+    found = identity.get("supernet_format", 1)
+    if found != SUPERNET_FORMAT:
+        raise UserInputError(f"{what}: the checkpoint at {path} holds a format-{found} supernet, this version "
+                             f"trains format {SUPERNET_FORMAT} (different weights); start a new search with a "
+                             "new --out directory (or without --resume)")
+
+
 class ProxylessSearch:
     """One supernet search towards ``target_ms`` on a lookup table's device."""
 
@@ -102,7 +111,8 @@ class ProxylessSearch:
         return self.checkpoint_dir / self.CHECKPOINT if self.checkpoint_dir else None
 
     def _identity(self) -> dict[str, Any]:
-        return {"device": self.table.device, "target_ms": self.target_ms, "data": self.data.name,
+        return {"supernet_format": SUPERNET_FORMAT, "device": self.table.device, "target_ms": self.target_ms,
+                "data": self.data.name,
                 "resolution": self.data.resolution, "config": dataclasses.asdict(self.config)}
 
     def save(self) -> None:
@@ -127,6 +137,7 @@ class ProxylessSearch:
                                  "run once without --resume and with --out to create one")
         state = torch.load(path, weights_only=False)
         stored, current = state["identity"], self._identity()
+        check_supernet_format(stored, path, "--resume")
         stored_config = dict(stored["config"], epochs=None)
         if {**stored, "config": stored_config} != {**current, "config": dict(current["config"], epochs=None)}:
             raise UserInputError(f"--resume: the checkpoint at {path} belongs to a different search "

@@ -38,6 +38,11 @@ from torch import nn
 from nas.search_space.fbnet import CANDIDATES, InvertedBottleneck, layer_shapes, make_block, make_head, make_stem
 
 
+#: changes whenever trained supernet weights stop meaning the same thing (2: transition shortcut);
+#: checkpoints and cached supernets record it, so an older one is never loaded by mistake
+SUPERNET_FORMAT = 2
+
+
 class MixedOp(nn.Module):
     """All candidates of one layer; the forward pass runs only the gated paths.
 

@@ -53,3 +53,10 @@ def test_resume_continues_exactly_where_it_stopped(tiny_digits, table, tmp_path)
         ProxylessSearch(tiny_digits, table, 20.0, config, checkpoint_dir=tmp_path).resume()
     with pytest.raises(UserInputError, match="no checkpoint"):
         ProxylessSearch(tiny_digits, table, 40.0, config, checkpoint_dir=tmp_path / "empty").resume()
+
+    # a checkpoint of the earlier supernet format (no transition shortcut) is refused, not loaded
+    state = torch.load(resumed.checkpoint_path, weights_only=False)
+    del state["identity"]["supernet_format"]
+    torch.save(state, resumed.checkpoint_path)
+    with pytest.raises(UserInputError, match="format-1 supernet"):
+        ProxylessSearch(tiny_digits, table, 40.0, config, checkpoint_dir=tmp_path).resume()
