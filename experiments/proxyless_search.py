@@ -7,8 +7,13 @@ architecture is measured on local-cpu (ONNX Runtime, 1 thread, batch 1)
 until one meets the budget, then retrained from scratch. Baselines: uniform
 random fbnet architectures whose measured latency is within +-10% of the
 found one's (drawn from a large uniform sample restricted by the calibrated
-latency table, then measured), each retrained with the same recipe. Sizes
-are cut to fit a shared 2-core machine; see the flags and the results file.
+latency table, then measured), each retrained with the same recipe.
+
+Two phases: first every budget is searched, verified and its baselines are
+measured (the device is timed only while nothing else of this script runs);
+then all architectures are retrained, ``--jobs`` at a time in separate
+processes with one thread each. Retraining results are cached in ``--work``,
+so an interrupted run resumes where it stopped.
 
     nice .venv/bin/python experiments/proxyless_search.py --budgets 1.5 2 3
 
@@ -19,6 +24,7 @@ times models on local-cpu, so the measurements suffer less from other jobs.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import tempfile
@@ -33,6 +39,8 @@ from nas.errors import UserInputError
 from nas.profilers import measure
 from nas.proxyless import (ProxylessSearch, SearchConfig, build_lookup_table, derive_within_budget, load_data,
                            train_architecture)
+from nas.proxyless.latency_table import LatencyLookupTable
+from nas.proxyless.search import LATENCY_LOSSES
 from nas.search_space import get_space
 
 RESULTS = Path(__file__).resolve().parent / "results" / "proxyless_search.md"
@@ -51,21 +59,45 @@ def random_pool(space, rng: np.random.Generator, n: int) -> list[tuple[str, ...]
     return pool
 
 
+def warmup_table() -> LatencyLookupTable:
+    """The weights-only warm-up uses no latency: an all-zero table."""
+    candidates = get_space(SPACE).choices[0]
+    return LatencyLookupTable("warm-up", tuple(candidates), np.zeros((len(get_space(SPACE).choices), len(candidates))),
+                              0.0)
+
+
+def warmup_folder(epochs: int, resolution: int, lr: float, batch: int, seed: int) -> str:
+    return f"warmup-e{epochs}-r{resolution}-lr{lr}-b{batch}-s{seed}"
+
+
+def _train_worker(job: tuple) -> tuple[str, dict]:
+    """Retrain one architecture in a worker process (one thread)."""
+    key, arch, resolution, epochs, batch, lr, seed = job
+    torch.set_num_threads(1)
+    data = load_data("digits", resolution=resolution)
+    r = train_architecture(arch, data, epochs=epochs, batch_size=batch, lr=lr, seed=seed)
+    return key, {"test": r.test_accuracy, "val": r.val_accuracy, "wall_s": r.wall_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[1.5, 2.0, 3.0], help="milliseconds")
     parser.add_argument("--random", type=int, default=20, help="random baselines per budget")
-    parser.add_argument("--resolution", type=int, default=8, help="training input size (digits are 8x8)")
-    parser.add_argument("--warmup-epochs", type=int, default=2)
-    parser.add_argument("--search-epochs", type=int, default=3)
-    parser.add_argument("--retrain-epochs", type=int, default=2)
+    parser.add_argument("--resolution", type=int, default=16,
+                        help="training input size (digits are 8x8 upsampled; latency is always timed at 32x32)")
+    parser.add_argument("--warmup-epochs", type=int, default=15)
+    parser.add_argument("--search-epochs", type=int, default=5)
+    parser.add_argument("--retrain-epochs", type=int, default=6)
+    parser.add_argument("--jobs", type=int, default=2, help="retraining processes")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--arch-lr", type=float, default=0.05)
+    parser.add_argument("--latency-loss", default="hinge", choices=LATENCY_LOSSES)
     parser.add_argument("--supernet-lr", type=float, default=None, help="supernet weight lr (default --lr)")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "nas-proxyless-search"),
                         help="store and per-arch results cache")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the table goes")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work)
@@ -92,14 +124,23 @@ def main() -> None:
         samples["n"] += len(records)
         return [r.latency_ms for r in records]
 
-    def train(arch) -> dict:
-        key = space.to_string(arch)
-        if key not in trained_cache:
-            r = train_architecture(arch, data, epochs=args.retrain_epochs, batch_size=args.batch, lr=args.lr,
-                                   seed=args.seed)
-            trained_cache[key] = {"test": r.test_accuracy, "val": r.val_accuracy, "wall_s": r.wall_s}
-            cache_path.write_text(json.dumps(trained_cache))
-        return trained_cache[key]
+    recipe = f"r{args.resolution}-e{args.retrain_epochs}-b{args.batch}-lr{args.lr}-s{args.seed}"
+
+    def cache_key(arch) -> str:
+        return f"{recipe} {space.to_string(arch)}"
+
+    def train_all(archs) -> None:
+        """Retrain every architecture not cached yet, ``--jobs`` processes at a time."""
+        todo = list(dict.fromkeys(cache_key(a) for a in archs if cache_key(a) not in trained_cache))
+        jobs = [(key, tuple(key.split(" ", 1)[1].split()), args.resolution, args.retrain_epochs, args.batch,
+                 args.lr, args.seed) for key in todo]
+        print(f"retraining {len(jobs)} architectures ({len(archs) - len(jobs)} cached), {args.jobs} at a time",
+              flush=True)
+        with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for done, (key, result) in enumerate(pool.map(_train_worker, jobs), 1):
+                trained_cache[key] = result
+                cache_path.write_text(json.dumps(trained_cache))
+                print(f"  {done}/{len(jobs)}: test {result['test']:.1f}% ({result['wall_s']:.0f} s)", flush=True)
 
     t0 = time.perf_counter()
     table, _ = build_lookup_table(device, measure=measure_ms, progress=print)
@@ -109,64 +150,27 @@ def main() -> None:
     supernet_lr = args.supernet_lr or args.lr
     # one weight warm-up, shared by the budgets (alpha untouched: uniform paths)
     config = SearchConfig(epochs=args.warmup_epochs + args.search_epochs, warmup_epochs=args.warmup_epochs,
-                          batch_size=args.batch, weight_lr=supernet_lr, arch_lr=args.arch_lr, seed=args.seed)
-    warm = ProxylessSearch(data, table, 1.0, SearchConfig(epochs=args.warmup_epochs,
-                                                          warmup_epochs=args.warmup_epochs, weight_lr=supernet_lr,
-                                                          batch_size=args.batch, seed=args.seed))
+                          batch_size=args.batch, weight_lr=supernet_lr, arch_lr=args.arch_lr, seed=args.seed,
+                          latency_loss=args.latency_loss)
+    warm = ProxylessSearch(data, warmup_table(), 1.0,
+                           SearchConfig(epochs=args.warmup_epochs, warmup_epochs=args.warmup_epochs,
+                                        weight_lr=supernet_lr, batch_size=args.batch, seed=args.seed),
+                           checkpoint_dir=work / warmup_folder(args.warmup_epochs, args.resolution, supernet_lr,
+                                                               args.batch, args.seed))
+    if warm.checkpoint_path.is_file():  # a rerun reuses the warm-up (experiments/proxyless_supernet_ranking.py too)
+        warm.resume()
     warm.run(print)
     warm_s = warm.wall_s
+    warm_loss = warm.history[-1]["weight_loss"] if warm.history else float("nan")
+    warm_acc = supernet_path_accuracy(warm.supernet, data, args.seed)
+    print(f"warm-up: last-epoch loss {warm_loss:.3f}, val accuracy of 10 random paths {warm_acc:.1f}%")
 
     rng = np.random.default_rng(args.seed)
     pool = random_pool(space, rng, 20000)
     pool_table_ms = table.archs_latency_ms(pool)
-    rows, details = [], []
-    def write_report() -> None:
-        total = time.perf_counter() - t0
-        fit = table.fit
-        text = "\n".join([
-            "# ProxylessNAS search on digits for local-cpu",
-            "",
-            "`experiments/proxyless_search.py " + " ".join(f"--budgets {' '.join(f'{b:g}' for b in args.budgets)}".split())
-            + f" --random {args.random}`. Device: local-cpu (ONNX Runtime, 1 thread, batch 1, drift-corrected,",
-            "measured on a 2-core machine shared with other jobs). Data: scikit-learn digits, fixed split",
-            f"{data.sizes()}, trained at {args.resolution}x{args.resolution} (reduced from 32x32 to fit the shared CPU; "
-            "latency is always measured at the space's 32x32 input).",
-            f"Supernet: {args.warmup_epochs} warm-up epochs (weights only, shared by the budgets, {warm_s:.0f} s) + "
-            f"{args.search_epochs} search epochs per budget (weight step on train, SGD lr {supernet_lr}, two-path arch step on val, "
-            f"CE*(E[LAT]/T)^{config.beta}, Adam lr {args.arch_lr}). Retraining (found and random alike): "
-            f"{args.retrain_epochs} epochs, SGD Nesterov lr {args.lr} cosine, batch {args.batch}, seed {args.seed}.",
-            "",
-            "| budget ms | found measured ms | table ms | measurements to verify | found test % | random archs |"
-            " their mean ms | random median test % | random range % | found beats | above median | search s | "
-            "wall s per budget |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-            *rows,
-            "",
-            "`search s` = the budget's own supernet epochs; `wall s per budget` = search + derive/verify + retraining",
-            "of the found architecture (random baselines excluded). Random archs: uniform samples of fbnet kept when",
-            "their measured latency is within +-10% of the found architecture's, drawn from a pool of 20,000 (half",
-            "uniform, half with layers drawn from a per-architecture Dirichlet(0.5) mix of candidates, so that fast",
-            "latencies are represented), pre-selected by the calibrated table (+-6%), then measured.",
-            "",
-            f"Latency table ({fit.get('source')}): held-out R^2 {fit.get('r2', float('nan')):.3f}, Spearman "
-            f"{fit.get('spearman', float('nan')):.3f} against the predictor on {fit.get('n_holdout')} benchmark archs; "
-            f"against the {fit.get('calibration', {}).get('n_measured', '?')} measured reference archs after "
-            f"calibration: R^2 {fit['vs_measured']['r2']:.3f}, Spearman {fit['vs_measured']['spearman']:.3f} "
-            f"(predictor itself: Spearman {fit['predictor_vs_measured']['spearman']:.3f}). Table built in {table_s:.0f} s.",
-            f"Total wall time {total / 60:.1f} min, {samples['n']} device measurements (store: {store}).",
-            "",
-            "Found architectures:",
-            "",
-            *[f"- {d['budget_ms']:g} ms: `{d.get('arch', d.get('error'))}`" for d in details],
-            "",
-            "```json",
-            json.dumps(details, indent=1),
-            "```",
-        ])
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
-        print(f"wrote {RESULTS}")
 
+    # phase 1: search, verify and pick the baselines of every budget (all device timing happens here)
+    searched = []
     for budget in args.budgets:
         started = time.perf_counter()
         search = ProxylessSearch(data, table, budget, config)
@@ -179,15 +183,12 @@ def main() -> None:
         try:
             found = derive_within_budget(probs, table, budget, measure_ms)
         except UserInputError as error:  # nothing met the budget: say so, never report an over-budget arch
-            rows.append(f"| {budget:g} | none met the budget | | | | | | | | | | {search.wall_s:.0f} | |")
-            details.append({"budget_ms": budget, "error": str(error)})
+            searched.append({"budget_ms": budget, "error": str(error), "search_s": search.wall_s - warm_s})
             print(error)
-            write_report()
             continue
         arch, measured_ms = found["arch"], found["measured_latency_ms"]
-        result = train(arch)
-        wall = time.perf_counter() - started
-        print(f"budget {budget} ms: {space.to_string(arch)} measured {measured_ms:.3f} ms, test {result['test']:.1f}%")
+        verify_samples = samples["n"] - before
+        print(f"budget {budget} ms: {space.to_string(arch)} measured {measured_ms:.3f} ms", flush=True)
 
         # random baselines of similar measured latency
         ratio = measured_ms / table.arch_latency_ms(arch)
@@ -195,32 +196,117 @@ def main() -> None:
         rng.shuffle(near)
         baselines, tried = [], 0
         for start in range(0, len(near), 10):
-            if len(baselines) >= args.random or tried >= 6 * args.random:
+            if len(baselines) >= args.random or tried >= 8 * args.random:
                 break
             chunk = [pool[i] for i in near[start:start + 10]]
             tried += len(chunk)
             for cand, ms in zip(chunk, measure_ms(chunk)):
                 if abs(ms / measured_ms - 1) <= 0.10 and len(baselines) < args.random:
                     baselines.append((cand, ms))
-        accs = []
-        for cand, ms in baselines:
-            accs.append(train(cand)["test"])
-            print(f"  random {len(accs)}/{len(baselines)}: {ms:.3f} ms, test {accs[-1]:.1f}%", flush=True)
-        accs = np.asarray(accs)
+        print(f"  {len(baselines)} random baselines within +-10% ({tried} measured)", flush=True)
+        searched.append({"budget_ms": budget, "arch": arch, "measured_ms": measured_ms, "found": found,
+                         "baselines": baselines, "baselines_measured": tried, "verify_samples": verify_samples,
+                         "search_s": search.wall_s - warm_s, "phase1_s": time.perf_counter() - started})
+
+    # phase 2: retrain the found architectures and their baselines, --jobs at a time
+    train_started = time.perf_counter()
+    train_all([s["arch"] for s in searched if "arch" in s] + [c for s in searched for c, _ in s.get("baselines", [])])
+    train_s = time.perf_counter() - train_started
+
+    rows, details = [], []
+    for entry in searched:
+        budget = entry["budget_ms"]
+        if "arch" not in entry:
+            rows.append(f"| {budget:g} | none met the budget | | | | | | | | | | {entry['search_s']:.0f} | |")
+            details.append({"budget_ms": budget, "error": entry["error"]})
+            continue
+        arch, measured_ms, found, baselines = entry["arch"], entry["measured_ms"], entry["found"], entry["baselines"]
+        result = trained_cache[cache_key(arch)]
+        accs = np.asarray([trained_cache[cache_key(c)]["test"] for c, _ in baselines])
         median = float(np.median(accs)) if len(accs) else float("nan")
         beats = int((accs < result["test"]).sum())
         spread = f"{accs.min():.1f}-{accs.max():.1f}" if len(accs) else "n/a"
         mean_ms = f"{np.mean([m for _, m in baselines]):.2f}" if baselines else "n/a"
+        wall = entry["search_s"] + result["wall_s"]
         rows.append(f"| {budget:g} | {measured_ms:.2f} | {found['predicted_latency_ms']:.2f} | "
                     f"{len(found['trail'])} | {result['test']:.1f} | {len(accs)} | "
                     f"{mean_ms} | {median:.1f} | {spread} | {beats}/{len(accs)} | "
-                    f"{'yes' if result['test'] > median else 'no'} | {search.wall_s:.0f} | {wall:.0f} |")
+                    f"{'yes' if result['test'] > median else 'no'} | {entry['search_s']:.0f} | {wall:.0f} |")
         details.append({"budget_ms": budget, "arch": space.to_string(arch), "measured_ms": measured_ms,
-                        "test_accuracy": result["test"], "baseline_accuracies": accs.tolist(),
-                        "baseline_ms": [m for _, m in baselines], "trail": found["trail"],
-                        "device_samples_for_verification": samples["n"] - before})
-        print(rows[-1], flush=True)
-        write_report()  # after every budget, so an interrupted run keeps its rows
+                        "test_accuracy": result["test"], "val_accuracy": result["val"],
+                        "baseline_accuracies": accs.tolist(), "baseline_ms": [m for _, m in baselines],
+                        "baselines_measured": entry["baselines_measured"], "trail": found["trail"],
+                        "device_samples_for_verification": entry["verify_samples"]})
+
+    total = time.perf_counter() - t0
+    fit = table.fit
+    text = "\n".join([
+        "# ProxylessNAS search on digits for local-cpu",
+        "",
+        f"`experiments/proxyless_search.py --budgets {' '.join(f'{b:g}' for b in args.budgets)} --random {args.random} "
+        f"--resolution {args.resolution} --warmup-epochs {args.warmup_epochs} --search-epochs {args.search_epochs} "
+        f"--retrain-epochs {args.retrain_epochs} --jobs {args.jobs} --latency-loss {args.latency_loss}`.",
+        "Device: local-cpu (ONNX Runtime, 1 thread, batch 1, drift-corrected, measured on a 2-core machine shared",
+        f"with other jobs). Data: scikit-learn digits, fixed split {data.sizes()}, trained at "
+        f"{args.resolution}x{args.resolution} (the images are 8x8 upsampled; latency is always timed at the space's "
+        "32x32 input).",
+        f"Supernet (with the transition shortcut, see `proxyless_supernet_learning.md`): {args.warmup_epochs} warm-up "
+        f"epochs (weights only, shared by the budgets, {warm_s:.0f} s; last-epoch loss {warm_loss:.2f}, "
+        f"val accuracy of 10 random paths {warm_acc:.1f}%) + {args.search_epochs} search epochs per budget "
+        f"(weight step on train, SGD lr {supernet_lr}, two-path arch step on val, latency loss {config.latency_loss} "
+        f"with beta {config.beta}, "
+        f"Adam lr {args.arch_lr}). Retraining (found and random alike): {args.retrain_epochs} epochs, SGD Nesterov "
+        f"lr {args.lr} cosine, batch {args.batch}, seed {args.seed}, {args.jobs} processes of 1 thread "
+        f"({train_s / 60:.1f} min for all).",
+        "",
+        "| budget ms | found measured ms | table ms | measurements to verify | found test % | random archs |"
+        " their mean ms | random median test % | random range % | found beats | above median | search s | "
+        "wall s per budget |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        "`search s` = the budget's own supernet epochs; `wall s per budget` = search + retraining of the found",
+        "architecture (one process; the shared warm-up, the verification measurements and the random baselines",
+        "excluded). Random archs: fbnet architectures kept when their measured latency is within +-10% of the",
+        "found architecture's, drawn from a pool of 20,000 (half uniform, half with layers drawn from a",
+        "per-architecture Dirichlet(0.5) mix of candidates, so that fast latencies are represented),",
+        "pre-selected by the calibrated table (+-6%), then measured.",
+        "",
+        f"Latency table ({fit.get('source')}): held-out R^2 {fit.get('r2', float('nan')):.3f}, Spearman "
+        f"{fit.get('spearman', float('nan')):.3f} against the predictor on {fit.get('n_holdout')} benchmark archs; "
+        f"against the {fit.get('calibration', {}).get('n_measured', '?')} measured reference archs after "
+        f"calibration: R^2 {fit['vs_measured']['r2']:.3f}, Spearman {fit['vs_measured']['spearman']:.3f} "
+        f"(predictor itself: Spearman {fit['predictor_vs_measured']['spearman']:.3f}). Table built in {table_s:.0f} s.",
+        f"Total wall time {total / 60:.1f} min, {samples['n']} device measurements (store: {store}).",
+        "",
+        "Found architectures:",
+        "",
+        *[f"- {d['budget_ms']:g} ms: `{d.get('arch', d.get('error'))}`" for d in details],
+        "",
+        "```json",
+        json.dumps(details, indent=1),
+        "```",
+        "",
+    ])
+    old = args.results.read_text() if args.results.is_file() else ""
+    if "## Reading" in old:  # the hand-written reading survives a rerun
+        text += "\n" + old[old.index("## Reading"):]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(text)
+    print(text)
+
+
+def supernet_path_accuracy(supernet, data, seed: int, paths: int = 10) -> float:
+    """Mean val accuracy (percent) of ``paths`` uniformly sampled paths, BatchNorm on batch statistics."""
+    generator = torch.Generator().manual_seed(seed + 123)
+    images, labels = next(iter(data.loader("val", 512)))
+    supernet.train()
+    accs = []
+    with torch.no_grad():
+        for _ in range(paths):
+            supernet.sample_single(generator)
+            accs.append(100.0 * float((supernet(images).argmax(1) == labels).float().mean()))
+    return sum(accs) / len(accs)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from nas.proxyless.data import DATASETS, DataSplits, load_data
-from nas.proxyless.latency_table import SPACE, LatencyLookupTable, fit_lookup_table
-from nas.proxyless.search import ProxylessSearch, SearchConfig, check_supernet_format
+from nas.proxyless.latency_table import SPACE, LatencyLookupTable, agreement, anchor_archs, fit_lookup_table
+from nas.proxyless.search import LATENCY_LOSSES, ProxylessSearch, SearchConfig, check_supernet_format
 from nas.proxyless.supernet import SUPERNET_FORMAT, ProxylessSupernet
 from nas.proxyless.train import accuracy_percent
 from nas.search_space import Arch, get_space
@@ -143,15 +143,22 @@ class SupernetAccuracy(AccuracyEstimator):
         return np.array([self._cache[tuple(a)] for a in archs], dtype=np.float64)
 
 
-def table_from_predictor(predictor, name: str = "predictor") -> LatencyLookupTable:
+def table_from_predictor(predictor, name: str = "predictor",
+                         measured: tuple[Sequence[Arch], Sequence[float]] | None = None) -> LatencyLookupTable:
     """A lookup table whose sums reproduce an adapted latency predictor on the
-    5,000 sampled ``fbnet`` architectures of the benchmark."""
+    5,000 sampled ``fbnet`` architectures of the benchmark and, when given,
+    ``measured`` (architectures, device milliseconds): see
+    :mod:`nas.proxyless.latency_table`."""
     archs = list(get_space(SPACE).measured_archs())
     predicted = np.asarray(predictor.predict(archs), dtype=np.float64)
-    # the adapted predictor stands for the device: its predictions fingerprint it (checkpoint identity)
-    name = f"{name}-{zlib.crc32(np.round(predicted[:100], 4).tobytes()):08x}"
-    table = fit_lookup_table(name, archs, predicted)
-    table.fit["source"] = f"adapted {getattr(predictor, 'name', type(predictor).__name__)} predictor"
+    # the adapted predictor (and the measurements) stand for the device: they fingerprint it (checkpoint identity)
+    fingerprint = np.round(np.concatenate([predicted[:100], measured[1] if measured else []]), 4)
+    name = f"{name}-{zlib.crc32(fingerprint.tobytes()):08x}"
+    table = fit_lookup_table(name, archs, predicted, measured=measured)
+    table.fit["source"] = f"adapted {getattr(predictor, 'name', type(predictor).__name__)} predictor" + (
+        f", plus {len(measured[0])} measured architectures" if measured else "")
+    if measured:
+        table.fit["vs_measured"] = agreement(table.archs_latency_ms(measured[0]), np.asarray(measured[1]))
     return table
 
 
@@ -167,7 +174,7 @@ class ProxylessStrategy(SearchStrategy):
     def __init__(self, *, seed: int = 0, num_evaluations: int | None = None, data: str = "digits",
                  data_dir: str | os.PathLike | None = None, epochs: int = 6, retrain_epochs: int | None = None,
                  resolution: int = 32, resume: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-                 out: str | os.PathLike | None = None, fallbacks: int = 4):
+                 out: str | os.PathLike | None = None, fallbacks: int = 4, latency_loss: str = "hinge"):
         from nas.search.base import check_positive
 
         self.seed, self.num_evaluations = int(seed), num_evaluations
@@ -181,6 +188,11 @@ class ProxylessStrategy(SearchStrategy):
         self.resume = bool(resume)
         self.checkpoint_dir = checkpoint_dir or out
         self.fallbacks = int(fallbacks)
+        if latency_loss not in LATENCY_LOSSES:
+            from nas.errors import UserInputError
+
+            raise UserInputError(f"--latency-loss {latency_loss!r} is not one of {', '.join(LATENCY_LOSSES)}")
+        self.latency_loss = latency_loss
 
     @classmethod
     def add_arguments(cls, parser) -> None:
@@ -191,6 +203,9 @@ class ProxylessStrategy(SearchStrategy):
         group.add_argument("--retrain-epochs", dest="retrain_epochs", type=int, default=None,
                            help="retraining epochs of the found architecture (default: --epochs)")
         group.add_argument("--resolution", type=int, default=32, help="training image size in pixels (default 32)")
+        group.add_argument("--latency-loss", dest="latency_loss", default="hinge", choices=LATENCY_LOSSES,
+                           help="hinge (default): CE*max(1, E[LAT]/T)^0.6, no pull under the budget; "
+                                "mul: CE*(E[LAT]/T)^0.6; add: CE + 0.1*E[LAT] (the ProxylessNAS paper's forms)")
         group.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
         group.add_argument("--checkpoint-dir", dest="checkpoint_dir", default=None,
                            help="where the supernet checkpoint is written each epoch")
@@ -202,8 +217,15 @@ class ProxylessStrategy(SearchStrategy):
 
         name, data_dir, resolution = self.data_spec
         data = load_data(name, data_dir, resolution=resolution)
-        table = table_from_predictor(problem.predictor)
-        config = SearchConfig.for_epochs(self.epochs, seed=self.seed)
+        measured = None
+        if problem.measure is not None:  # pin the table's fast and slow ends with measured anchors
+            space = get_space(SPACE)
+            anchors = anchor_archs()
+            known = [(space.from_string(a), ms) for a, ms in problem.samples.items()]
+            measured = ([a for a, _ in known] + anchors,
+                        [ms for _, ms in known] + [float(ms) for ms in problem.measure(anchors)])
+        table = table_from_predictor(problem.predictor, measured=measured)
+        config = SearchConfig.for_epochs(self.epochs, seed=self.seed, latency_loss=self.latency_loss)
         # without --checkpoint-dir the checkpoint goes to the cache, under a name --resume finds again
         folder = self.checkpoint_dir or cache_dir() / (
             f"search-{table.device}-{problem.budget_ms:g}ms-{data.name}-r{data.resolution}-s{self.seed}")

@@ -100,7 +100,7 @@ def fit_lookup_table(device: str, archs: Sequence[Arch], latency_ms: Sequence[fl
     fit: dict[str, Any] = {"n_fit": int(len(y)), "n_measured_rows": int(len(y_m))}
     if n_check >= 3:
         weights, _ = nnls(np.concatenate([X[train], X_m]), np.concatenate([y[train], y_m]))
-        fit.update(n_holdout=int(n_check), **_agreement(X[check] @ weights, y[check]))
+        fit.update(n_holdout=int(n_check), **agreement(X[check] @ weights, y[check]))
     weights, _ = nnls(np.concatenate([X, X_m]), np.concatenate([y, y_m]))
     table = weights[:-1].reshape(len(space.choices), len(candidates))
     return LatencyLookupTable(device, tuple(candidates), table, float(weights[-1]), fit)
@@ -119,7 +119,7 @@ def anchor_archs() -> list[Arch]:
     return anchors
 
 
-def _agreement(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def agreement(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:
     residual = ((target - predicted) ** 2).sum()
     total = ((target - target.mean()) ** 2).sum()
     return {"r2": float(1 - residual / total) if total > 0 else float("nan"),
@@ -159,10 +159,10 @@ def build_lookup_table(device: Device | str, *, measure: Callable[[list[Arch]], 
     table = fit_lookup_table(device.name, archs, predicted, measured=(list(references) + anchors, measured))
     table.fit["source"] = (f"{source} adapted on {len(references)} measurements, "
                            f"plus {len(anchors)} measured anchors")
-    table.fit["predictor_vs_measured"] = _agreement(np.asarray(predictor.predict(list(references))), ref_ms)
-    table.fit["predictor_vs_anchors"] = _agreement(np.asarray(predictor.predict(anchors)), anchor_ms)
+    table.fit["predictor_vs_measured"] = agreement(np.asarray(predictor.predict(list(references))), ref_ms)
+    table.fit["predictor_vs_anchors"] = agreement(np.asarray(predictor.predict(anchors)), anchor_ms)
     # in-sample (these measurements are part of the fit)
-    table.fit["vs_measured"] = _agreement(table.archs_latency_ms(list(references) + anchors), measured)
+    table.fit["vs_measured"] = agreement(table.archs_latency_ms(list(references) + anchors), measured)
     table.fit["n_measured"] = len(measured)
     return table, len(measured)
 

@@ -24,7 +24,7 @@ from nas.proxyless.latency_table import LatencyLookupTable
 from nas.proxyless.supernet import SUPERNET_FORMAT, ProxylessSupernet
 from nas.proxyless.train import cosine_lr
 
-LATENCY_LOSSES = ("mul", "add")
+LATENCY_LOSSES = ("hinge", "mul", "add")
 
 
 @dataclass
@@ -32,7 +32,12 @@ class SearchConfig:
     """Supernet-training settings.
 
     ``latency_loss``: ``mul`` is CE * (E[LAT]/T)^beta, ``add`` is
-    CE + lambda_per_ms * E[LAT] (both from the ProxylessNAS paper).
+    CE + lambda_per_ms * E[LAT] (both from the ProxylessNAS paper); ``hinge``
+    (default) is CE * max(1, E[LAT]/T)^beta, MnasNet's hard-constraint
+    exponent (0 under the target; Tan et al., CVPR 2019) on the ``mul`` form.
+    ``mul`` and ``add`` push latency down at any level, so once the supernet
+    fits its data (small CE) they trade accuracy for latency far below the
+    budget; ``hinge`` leaves the budget to be used.
     """
 
     epochs: int = 6
@@ -41,7 +46,7 @@ class SearchConfig:
     weight_lr: float = 0.02
     weight_decay: float = 4e-5
     arch_lr: float = 0.05
-    latency_loss: str = "mul"
+    latency_loss: str = "hinge"
     beta: float = 0.6
     lambda_per_ms: float = 0.1
     seed: int = 0
@@ -68,7 +73,9 @@ class SearchConfig:
 
 
 def latency_loss(ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, config: SearchConfig) -> torch.Tensor:
-    """The paper's two latency-aware losses."""
+    """The latency-aware losses of :class:`SearchConfig`."""
+    if config.latency_loss == "hinge":
+        return ce * torch.clamp(expected_ms / target_ms, min=1.0) ** config.beta
     if config.latency_loss == "mul":
         return ce * (expected_ms / target_ms) ** config.beta
     return ce + config.lambda_per_ms * expected_ms

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -62,7 +62,9 @@ class SearchProblem:
     BATCH_ALL_LIMIT = 100_000
 
     def __init__(self, space: str, budget_ms: float, accuracy: AccuracyEstimator,
-                 predictor: LatencyPredictor, *, coverage: float = 0.9, dataset: str | None = None):
+                 predictor: LatencyPredictor, *, coverage: float = 0.9, dataset: str | None = None,
+                 samples: Mapping[str, float] | None = None,
+                 measure: Callable[[list[Arch]], list[float]] | None = None):
         self.space = space
         self.search_space = get_space(space)
         self.budget_ms = float(budget_ms)
@@ -70,6 +72,10 @@ class SearchProblem:
         self.predictor = predictor
         self.coverage = coverage
         self.dataset = dataset
+        #: the device's measured samples the predictor was adapted on (canonical string -> ms)
+        self.samples = dict(samples or {})
+        #: measures architectures on the device (milliseconds, in order); None where it cannot be reached
+        self.measure = measure
         self._cache: dict[Arch, Candidate] = {}
         self._asked: set[Arch] = set()
 

@@ -256,7 +256,11 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
 
     base = predictor if predictor is not None else predictors.load_default_predictor(space)
     calibrated = CalibratedPredictor(base).adapt(samples)
-    problem = SearchProblem(space, budget_ms, accuracy, calibrated, coverage=coverage, dataset=dataset)
+    # for strategies that time architectures of their own choosing (a replayed device knows only its table's)
+    device_measure = None if unmeasurable or device.profiler_kind == "replay" else (
+        lambda archs: [r.latency_ms for r in measure_on_device(archs)])
+    problem = SearchProblem(space, budget_ms, accuracy, calibrated, coverage=coverage, dataset=dataset,
+                            samples=samples, measure=device_measure)
     with _progress_bar(getattr(searcher, "num_evaluations", None), f"searching ({strategy})", progress) as bar:
         result = searcher.search(problem, progress=bar.update)
     pool = list(result.candidates)

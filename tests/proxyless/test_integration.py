@@ -67,3 +67,28 @@ def test_nas_search_returns_the_trained_network_and_its_test_accuracy(tiny_digit
     assert 0 <= record["test_accuracy"] <= 100
     assert json.loads((tmp_path / "out" / "result.json").read_text())["test_accuracy"] == record["test_accuracy"]
     assert "test accuracy of the retrained network" in outcome.summary()
+
+
+def test_a_measurable_device_pins_the_strategys_table_with_anchors(tiny_digits, monkeypatch, tmp_path):
+    from nas.proxyless.latency_table import anchor_archs, build_lookup_table
+
+    space = get_space("fbnet")
+    truth = build_lookup_table("raspi4")[0]  # stands in for a device that can time any architecture
+    samples = {space.to_string(a): truth.arch_latency_ms(a) for a in predictors.reference_archs("fbnet")}
+    predictor = copy.deepcopy(predictors.load_default_predictor("fbnet")).adapt(samples)
+    timed = []
+
+    def device(archs):
+        timed.extend(archs)
+        return [truth.arch_latency_ms(a) for a in archs]
+
+    monkeypatch.setattr("nas.proxyless.integration.load_data", lambda *a, **k: tiny_digits)
+    problem = SearchProblem("fbnet", 30.0, SupernetAccuracy(data=tiny_digits), predictor,
+                            samples=samples, measure=device)
+    result = ProxylessStrategy(epochs=1, fallbacks=1, checkpoint_dir=tmp_path, latency_loss="mul").search(problem)
+    assert timed == anchor_archs()
+    fit = result.info["latency_table"]
+    assert "plus 22 measured architectures" in fit["source"] and fit["n_measured_rows"] == 22
+    assert fit["vs_measured"]["spearman"] > 0.95
+    with pytest.raises(UserInputError, match="latency-loss"):
+        ProxylessStrategy(latency_loss="square")

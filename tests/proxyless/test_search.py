@@ -14,7 +14,16 @@ def table():
 
 def test_latency_losses_follow_the_paper():
     ce, expected = torch.tensor(2.0), torch.tensor(30.0)
-    assert float(latency_loss(ce, expected, 15.0, SearchConfig(beta=0.5))) == pytest.approx(2.0 * 2 ** 0.5)
+    mul = SearchConfig(latency_loss="mul", beta=0.5)
+    assert float(latency_loss(ce, expected, 15.0, mul)) == pytest.approx(2.0 * 2 ** 0.5)
+    assert float(latency_loss(ce, torch.tensor(7.5), 15.0, mul)) == pytest.approx(2.0 * 0.5 ** 0.5)
+    hinge = SearchConfig(beta=0.5)
+    assert hinge.latency_loss == "hinge"
+    assert float(latency_loss(ce, expected, 15.0, hinge)) == pytest.approx(2.0 * 2 ** 0.5)
+    under = torch.tensor(7.5, requires_grad=True)  # under the budget: no pull towards faster paths
+    loss = latency_loss(ce, under, 15.0, hinge)
+    loss.backward()
+    assert float(loss) == pytest.approx(2.0) and float(under.grad) == 0.0
     add = SearchConfig(latency_loss="add", lambda_per_ms=0.1)
     assert float(latency_loss(ce, expected, 15.0, add)) == pytest.approx(5.0)
     with pytest.raises(UserInputError, match="latency_loss"):
