@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from nas.proxyless.data import DATASETS, DataSplits, load_data
-from nas.proxyless.latency_table import SPACE, LatencyLookupTable, agreement, anchor_archs, fit_lookup_table
+from nas.proxyless.latency_table import SPACE, LatencyLookupTable, anchor_archs, fit_to_predictor
 from nas.proxyless.search import LATENCY_LOSSES, ProxylessSearch, SearchConfig, check_supernet_format
 from nas.proxyless.supernet import SUPERNET_FORMAT, ProxylessSupernet
 from nas.proxyless.train import accuracy_percent
@@ -145,21 +145,12 @@ class SupernetAccuracy(AccuracyEstimator):
 
 def table_from_predictor(predictor, name: str = "predictor",
                          measured: tuple[Sequence[Arch], Sequence[float]] | None = None) -> LatencyLookupTable:
-    """A lookup table whose sums reproduce an adapted latency predictor on the
-    5,000 sampled ``fbnet`` architectures of the benchmark and, when given,
-    ``measured`` (architectures, device milliseconds): see
-    :mod:`nas.proxyless.latency_table`."""
-    archs = list(get_space(SPACE).measured_archs())
-    predicted = np.asarray(predictor.predict(archs), dtype=np.float64)
-    # the adapted predictor (and the measurements) stand for the device: they fingerprint it (checkpoint identity)
-    fingerprint = np.round(np.concatenate([predicted[:100], measured[1] if measured else []]), 4)
-    name = f"{name}-{zlib.crc32(fingerprint.tobytes()):08x}"
-    table = fit_lookup_table(name, archs, predicted, measured=measured)
-    table.fit["source"] = f"adapted {getattr(predictor, 'name', type(predictor).__name__)} predictor" + (
-        f", plus {len(measured[0])} measured architectures" if measured else "")
-    if measured:
-        table.fit["vs_measured"] = agreement(table.archs_latency_ms(measured[0]), np.asarray(measured[1]))
-    return table
+    """:func:`~nas.proxyless.latency_table.fit_to_predictor`, named after a fingerprint
+    of the adapted predictor and the measurements: they stand for the device
+    (checkpoint identity)."""
+    predicted = np.asarray(predictor.predict(list(get_space(SPACE).measured_archs())[:100]), dtype=np.float64)
+    fingerprint = np.round(np.concatenate([predicted, measured[1] if measured else []]), 4)
+    return fit_to_predictor(predictor, f"{name}-{zlib.crc32(fingerprint.tobytes()):08x}", measured=measured)
 
 
 class ProxylessStrategy(SearchStrategy):

@@ -136,14 +136,13 @@ def build_lookup_table(device: Device | str, *, measure: Callable[[list[Arch]], 
     """
     device = get_device(device) if isinstance(device, str) else device
     space = get_space(SPACE)
-    archs = list(space.measured_archs())
     say = progress or (lambda _message: None)
     if device.profiler_kind == "replay":
         from nas import benchmarks
 
         column = device.settings.get("table_column", device.name)
         latency = benchmarks.latency_table(SPACE).column(column)
-        table = fit_lookup_table(device.name, archs, latency)
+        table = fit_lookup_table(device.name, list(space.measured_archs()), latency)
         table.fit["source"] = "recorded benchmark latencies"
         return table, 0
     if measure is None:
@@ -155,16 +154,28 @@ def build_lookup_table(device: Device | str, *, measure: Callable[[list[Arch]], 
     measured = np.asarray(measure(list(references) + anchors), dtype=np.float64)
     ref_ms, anchor_ms = measured[:len(references)], measured[len(references):]
     predictor.adapt({space.to_string(a): float(ms) for a, ms in zip(references, ref_ms)})
-    predicted = np.asarray(predictor.predict(archs), dtype=np.float64)
-    table = fit_lookup_table(device.name, archs, predicted, measured=(list(references) + anchors, measured))
+    table = fit_to_predictor(predictor, device.name, measured=(list(references) + anchors, measured))
     table.fit["source"] = (f"{source} adapted on {len(references)} measurements, "
                            f"plus {len(anchors)} measured anchors")
     table.fit["predictor_vs_measured"] = agreement(np.asarray(predictor.predict(list(references))), ref_ms)
     table.fit["predictor_vs_anchors"] = agreement(np.asarray(predictor.predict(anchors)), anchor_ms)
-    # in-sample (these measurements are part of the fit)
-    table.fit["vs_measured"] = agreement(table.archs_latency_ms(list(references) + anchors), measured)
-    table.fit["n_measured"] = len(measured)
     return table, len(measured)
+
+
+def fit_to_predictor(predictor, device: str,
+                     measured: tuple[Sequence[Arch], Sequence[float]] | None = None) -> LatencyLookupTable:
+    """The table whose sums reproduce an adapted ``predictor`` on the 5,000
+    benchmark architectures and, when given, ``measured`` (architectures,
+    device milliseconds; ``fit['vs_measured']`` is then their in-sample agreement)."""
+    archs = list(get_space(SPACE).measured_archs())
+    predicted = np.asarray(predictor.predict(archs), dtype=np.float64)
+    table = fit_lookup_table(device, archs, predicted, measured=measured)
+    table.fit["source"] = f"adapted {getattr(predictor, 'name', type(predictor).__name__)} predictor" + (
+        f", plus {len(measured[0])} measured architectures" if measured else "")
+    if measured:
+        table.fit["vs_measured"] = agreement(table.archs_latency_ms(measured[0]), np.asarray(measured[1]))
+        table.fit["n_measured"] = len(measured[0])
+    return table
 
 
 def _default_predictor():
