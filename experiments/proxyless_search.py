@@ -6,7 +6,7 @@ searches its architecture parameters towards the budget; the derived
 architecture is measured on local-cpu (ONNX Runtime, 1 thread, batch 1)
 until one meets the budget, then retrained from scratch. Baselines: uniform
 random fbnet architectures whose measured latency is within +-10% of the
-found one's (drawn from a large uniform sample restricted by the calibrated
+found one's (drawn from a large uniform sample restricted by the
 latency table, then measured), each retrained with the same recipe.
 
 Two phases: first every budget is searched, verified and its baselines are
@@ -278,7 +278,7 @@ def main() -> None:
         "excluded). Random archs: fbnet architectures kept when their measured latency is within +-10% of the",
         "found architecture's, drawn from a pool of 20,000 (half uniform, half with layers drawn from a",
         "per-architecture Dirichlet(0.5) mix of candidates, so that fast latencies are represented),",
-        "pre-selected by the calibrated table (+-6%), then measured.",
+        "pre-selected by the table scaled to the found one's measurement (+-6%), then measured.",
         "",
         f"Latency table ({fit.get('source')}): held-out R^2 {fit.get('r2', float('nan')):.3f}, Spearman "
         f"{fit.get('spearman', float('nan')):.3f} against the predictor on {fit.get('n_holdout')} benchmark archs; "
