@@ -72,6 +72,7 @@ class SearchOutcome:
     measurable: bool = True  # whether the device could be measured in this run
     unverified_reason: str = ""  # why a found architecture was not measured, when it was not
     strategy_info: dict[str, Any] = field(default_factory=dict)  # e.g. test_accuracy of a trained model
+    strategy_samples: int = 0  # device measurements the strategy itself asked for (e.g. latency-table anchors)
 
     @property
     def weights(self) -> str:
@@ -89,6 +90,7 @@ class SearchOutcome:
             "interval_coverage": self.coverage,
             "measured_latency_ms": self.measured_latency_ms,
             "device_samples": self.device_samples, "device_samples_reused": self.samples_reused,
+            "strategy_samples": self.strategy_samples,
             "reference_source": self.reference_source,
             "verification": self.verification, "fastest_measured": self.fastest,
             "strategy": self.strategy, "seed": self.seed, "num_evaluations": self.num_evaluations,
@@ -137,8 +139,9 @@ class SearchOutcome:
                          f"(predicted {v['predicted_latency_ms']:.2f}), accuracy {v['accuracy']:.2f}%, "
                          f"{verdict}  {v['arch']}")
         reused = f", {self.samples_reused} reused from the measurement store" if self.samples_reused else ""
-        lines.append(f"target-device measurements: {self.device_samples} "
-                     f"({self.reference_source} reference samples + {len(self.verification)} verification{reused})")
+        by_strategy = f" + {self.strategy_samples} by the strategy" if self.strategy_samples else ""
+        lines.append(f"target-device measurements: {self.device_samples} ({self.reference_source} reference "
+                     f"samples{by_strategy} + {len(self.verification)} verification{reused})")
         return "\n".join(lines)
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -261,8 +264,10 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
         lambda archs: [r.latency_ms for r in measure_on_device(archs)])
     problem = SearchProblem(space, budget_ms, accuracy, calibrated, coverage=coverage, dataset=dataset,
                             samples=samples, measure=device_measure)
+    before_search = device_samples
     with _progress_bar(getattr(searcher, "num_evaluations", None), f"searching ({strategy})", progress) as bar:
         result = searcher.search(problem, progress=bar.update)
+    strategy_samples = device_samples - before_search
     pool = list(result.candidates)
     if result.model is None:
         # the device samples are candidates too: one that meets the budget is verified for free;
@@ -279,6 +284,13 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
 
     def finish(outcome: SearchOutcome) -> SearchOutcome:
         outcome.device_samples = device_samples
+        outcome.strategy_samples = strategy_samples
+        if outcome.arch is not None and result.model is not None and result.best is not None \
+                and search_space.to_string(result.best.arch) == outcome.arch:
+            outcome.model = result.model  # the strategy's trained network: ranked by its retrained accuracy
+            outcome.strategy_info = dict(result.info)
+            if result.info.get("val_accuracy") == outcome.accuracy:
+                outcome.accuracy_source = "validation accuracy of the network the strategy retrained"
         outcome.samples_reused = samples_reused
         outcome.wall_s = time.perf_counter() - started
         if out is not None:
@@ -299,12 +311,8 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                                         measured_latency_ms=None, device_samples=0, samples_reused=0,
                                         fastest=_candidate_dict(search_space, fastest)))
         measured_ms = samples.get(search_space.to_string(best.arch))
-        outcome = _found(common, search_space, best, measured_ms, VERIFIED if measured_ms is not None
-                         and measured_ms <= budget_ms else PREDICTED)
-        if result.model is not None and result.best is not None and result.best.arch == best.arch:
-            outcome.model = result.model
-            outcome.strategy_info = dict(result.info)
-        return finish(outcome)
+        return finish(_found(common, search_space, best, measured_ms, VERIFIED if measured_ms is not None
+                             and measured_ms <= budget_ms else PREDICTED))
 
     with _progress_bar(verify_max, f"verifying on {device.name}", progress) as bar:
         def note(verified: VerifiedCandidate) -> None:
@@ -327,9 +335,6 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                                         measured_latency_ms=fastest.measured_ms)))
     outcome = _found(common, search_space, chosen.candidate, chosen.measured_ms, VERIFIED)
     outcome.verification = trail
-    if result.model is not None and result.best is not None and result.best.arch == chosen.candidate.arch:
-        outcome.model = result.model
-        outcome.strategy_info = dict(result.info)
     return finish(outcome)
 
 

@@ -67,6 +67,9 @@ def test_nas_search_returns_the_trained_network_and_its_test_accuracy(tiny_digit
     assert 0 <= record["test_accuracy"] <= 100
     assert json.loads((tmp_path / "out" / "result.json").read_text())["test_accuracy"] == record["test_accuracy"]
     assert "test accuracy of the retrained network" in outcome.summary()
+    # its accuracy is the retrained network's, and says so; a replayed device times nothing for the strategy
+    assert record["accuracy_source"] == "validation accuracy of the network the strategy retrained"
+    assert record["strategy_samples"] == 0 and "by the strategy" not in outcome.summary()
 
 
 def test_a_measurable_device_pins_the_strategys_table_with_anchors(tiny_digits, monkeypatch, tmp_path):
