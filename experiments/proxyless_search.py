@@ -43,6 +43,7 @@ from nas.proxyless import (ProxylessSearch, SearchConfig, build_lookup_table, de
 from nas.proxyless.latency_table import LatencyLookupTable
 from nas.proxyless.search import LATENCY_LOSSES
 from nas.search_space import get_space
+from results_file import write_keeping_reading  # beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "proxyless_search.md"
 SPACE = "fbnet"
@@ -299,11 +300,7 @@ def main() -> None:
         "```",
         "",
     ])
-    old = args.results.read_text() if args.results.is_file() else ""
-    if "## Reading" in old:  # the hand-written reading survives a rerun
-        text += "\n" + old[old.index("## Reading"):]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(text)
+    write_keeping_reading(args.results, text)
     print(text)
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from nas.proxyless import load_data
 from nas.proxyless.supernet import ProxylessSupernet
 from nas.search_space.fbnet import InvertedBottleneck, layer_shapes
+from results_file import write_keeping_reading  # beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "proxyless_supernet_learning.md"
 FIXED = "k3_e3"
@@ -104,11 +105,7 @@ def main() -> None:
         f"Chance: loss ln 10 = {math.log(10):.2f}, accuracy 10%. Loss = mean training cross-entropy of the first "
         "and the last 25 steps; val acc = mean over 10 paths drawn like the training paths, 512 val images.", "",
         "| setting | loss first 25 steps | loss last 25 | val acc % |", "| --- | --- | --- | --- |", *rows, "", ""])
-    # the hand-written reading below the table survives a rerun
-    old = RESULTS.read_text() if RESULTS.is_file() else ""
-    if "## Reading" in old:
-        table += old[old.index("## Reading"):]
-    RESULTS.write_text(table)
+    write_keeping_reading(RESULTS, table)
     print(table)
 
 

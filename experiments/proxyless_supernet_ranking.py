@@ -40,6 +40,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from nas.proxyless import ProxylessSearch, SearchConfig, SupernetAccuracy, load_data
 from nas.search_space import get_space
+from results_file import write_keeping_reading  # beside this script
 from nas.store import MeasurementStore
 from proxyless_search import train_worker, warmup_folder, warmup_table  # the search benchmark, beside this script
 
@@ -184,11 +185,7 @@ def main() -> None:
         *[f"- {name}: supernet trained in {t:.0f} s, {per:.2f} s per estimate" for name, (t, per) in timings.items()],
         "",
     ])
-    old = args.results.read_text() if args.results.is_file() else ""
-    if "## Reading" in old:  # the hand-written reading survives a rerun
-        text += "\n" + old[old.index("## Reading"):]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(text)
+    write_keeping_reading(args.results, text)
     print(text)
 
 
