@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+#: the one line ``nas --help`` shows for this command
+HELP = "serve this machine as a remote device (profiler kind 'remote')"
+
 
 def register(subparsers) -> None:
     from nas.profilers.remote import DEFAULT_PORT
 
-    parser = subparsers.add_parser("agent", help="serve this machine as a remote device (profiler kind 'remote')")
+    parser = subparsers.add_parser("agent", help=HELP)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     serve = actions.add_parser("serve", help="time uploaded ONNX models with ONNX Runtime over HTTP")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any free)")

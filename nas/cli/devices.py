@@ -6,9 +6,12 @@ import yaml
 
 from nas.devices import get_device, list_devices
 
+#: the one line ``nas --help`` shows for this command
+HELP = "the device catalog"
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("devices", help="the device catalog")
+    parser = subparsers.add_parser("devices", help=HELP)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="a table of every catalog device")
     listing.set_defaults(handler=_list)

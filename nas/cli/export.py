@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from nas.search_space import list_spaces
+#: the one line ``nas --help`` shows for this command
+HELP = "export an architecture to ONNX (freshly initialised weights)"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("export", help="export an architecture to ONNX (freshly initialised weights)")
+    from nas.search_space import list_spaces
+
+    parser = subparsers.add_parser("export", help=HELP)
     parser.add_argument("--space", required=True, choices=list_spaces())
     parser.add_argument("--arch", required=True, help="canonical architecture string")
     parser.add_argument("--out", required=True, help="path of the .onnx file to write")

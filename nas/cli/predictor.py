@@ -9,12 +9,15 @@ import sys
 
 from nas.errors import UserInputError
 
+#: the one line ``nas --help`` shows for this command
+HELP = "few-shot latency predictors (HELP and baselines)"
+
 
 def register(subparsers) -> None:
     from nas.predictors import DEFAULT_METHOD, list_predictors
     from nas.search_space import list_spaces
 
-    parser = subparsers.add_parser("predictor", help="few-shot latency predictors (HELP and baselines)")
+    parser = subparsers.add_parser("predictor", help=HELP)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     train = actions.add_parser("meta-train", help="meta-train a predictor on the meta-train devices")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from nas.errors import UserInputError
-from nas.search_space import list_spaces, read_arch_file
+
+#: the one line ``nas --help`` shows for this command
+HELP = "measure the latency of architectures on a device (stored; stored ones are skipped)"
 
 DEFAULT_NUM = 20
 
 
 def register(subparsers) -> None:
+    from nas.search_space import list_spaces
+
     parser = subparsers.add_parser(
-        "profile", help="measure the latency of architectures on a device (stored; stored ones are skipped)",
+        "profile", help=HELP,
         description="Measure architectures on a catalog device. Every measurement is stored as soon as it is "
                     "made (in --store, default $NAS_STORE or ~/.cache/nas/measurements.db); stored ones are "
                     "not measured again.")
@@ -47,6 +51,7 @@ def _profile(args) -> int:
     import numpy as np
 
     from nas.devices import get_device
+    from nas.search_space import read_arch_file
     from nas.predictors.measurements import read_measurements_csv
     from nas.profilers import make_profiler, measure
     from nas.search_space import get_space

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import sys
 
-from nas.search_space import list_spaces
+
+#: the one line ``nas --help`` shows for this command
+HELP = "find the most accurate architecture that meets a latency budget on a device"
 
 
 def _strategy_option_groups(parser) -> dict[str, list[str]]:
@@ -33,9 +35,10 @@ def _strategy_option_groups(parser) -> dict[str, list[str]]:
 
 def register(subparsers) -> None:
     from nas.search import list_strategies
+    from nas.search_space import list_spaces
 
     parser = subparsers.add_parser(
-        "search", help="find the most accurate architecture that meets a latency budget on a device",
+        "search", help=HELP,
         description="Adapt the latency predictor on the device's 10 reference architectures, search the space for "
                     "the most accurate architecture predicted to meet the budget, then measure the best candidates "
                     "on the device (when it can be measured) and return the most accurate one whose MEASURED "
