@@ -9,6 +9,7 @@ default predictor.
 from __future__ import annotations
 
 from nas import benchmarks
+from nas.errors import UserInputError
 from nas.predictors import checkpoint, measurements
 from nas.predictors.base import LatencyPredictor
 from nas.predictors.methods import finetune, meta_train, shipped_checkpoint_path, trained_predictor
@@ -37,7 +38,14 @@ def default_checkpoint_path(space: str):
 def load_predictor(path) -> LatencyPredictor:
     """A predictor saved with ``LatencyPredictor.save`` (adapted or not)."""
     meta, arrays = checkpoint.read(path)
-    return predictor_class(meta["method"]).from_state(meta["space"], meta, arrays)
+    cls = predictor_class(meta["method"])
+    try:
+        return cls.from_state(meta["space"], meta, arrays)
+    except UserInputError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as error:  # arrays that do not fit the method
+        raise checkpoint.unreadable(path, f"its arrays do not fit a {meta['method']!r} predictor of space "
+                                          f"{meta['space']!r} ({type(error).__name__}: {error})") from None
 
 
 def load_default_predictor(space: str) -> LatencyPredictor:
