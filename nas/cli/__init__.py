@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from nas.errors import UserInputError
@@ -23,6 +24,12 @@ SUBCOMMAND_MODULES = ("search", "predictor", "profile", "export", "devices", "ag
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A value such as '-5ms' or '-1%' is a (bad) value for the option before it, not an option: let it
+        # reach the option's own parser, whose message says what is allowed. argparse knows only '-5'.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*[a-zA-Zµ%]*$")
+
     def error(self, message: str):  # argparse's own errors are bad input too: exit 2
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")

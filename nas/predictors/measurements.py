@@ -31,7 +31,7 @@ def read_measurements_csv(path, space: str, require_reference: bool = True) -> d
     search_space = get_space(space)
     path = os.fspath(path)
     try:
-        handle = open(path, newline="")
+        handle = open(path, newline="", encoding="utf-8-sig")  # utf-8-sig: Excel writes a byte-order mark
     except OSError as error:
         raise UserInputError(f"cannot read measurements file {path!r}: {error.strerror}") from None
     measurements: dict[str, float] = {}

@@ -33,7 +33,7 @@ def read_arch_file(path: str | Path, space: str) -> list[tuple[str, ...]]:
     (blank lines and ``#`` comments skipped), or a CSV with an ``arch`` column."""
     search_space = get_space(space)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (Excel) is not part of the text
     except OSError as error:
         raise UserInputError(f"cannot read architecture file {str(path)!r}: {error.strerror}") from None
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

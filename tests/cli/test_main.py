@@ -37,3 +37,12 @@ def test_the_chosen_command_is_registered_in_full(capsys):
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert "--arch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["-5ms", "-5", "-0.5 s"])
+def test_a_negative_budget_gets_the_budget_parsers_message(capsys, value):
+    from nas.cli import main
+
+    code = main(["search", "--space", "nb201", "--device", "pixel2", "--latency", value])
+    assert code == 2
+    assert "must be a finite number above zero" in capsys.readouterr().err

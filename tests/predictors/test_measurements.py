@@ -72,3 +72,10 @@ def test_the_csv_nas_profile_writes_can_be_read_back(tmp_path):
     path.write_text("arch,latency_ms,spread_ms\n" + get_space("nb201").to_string(refs[0]) + ",2.0\n")
     with pytest.raises(UserInputError, match="line 2: expected 3 columns"):
         read_measurements_csv(path, "nb201")
+
+
+def test_a_byte_order_mark_as_excel_writes_it_is_accepted(tmp_path):
+    refs = reference_archs("nb201")
+    path = _write(tmp_path, [(a, 1.0 + i) for i, a in enumerate(refs)])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert len(read_measurements_csv(path, "nb201")) == 10
