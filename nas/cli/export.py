@@ -19,6 +19,9 @@ def register(subparsers) -> None:
 
 def _export(args) -> int:
     from nas.export import export_arch
+    from nas.outputs import check_output_file
+
+    check_output_file(args.out)
 
     path = export_arch(args.space, args.arch, args.out, seed=args.seed)
     print(f"wrote {path} (input 'input' [batch,3,32,32] float32, output 'logits'; weights freshly initialised)")

@@ -59,10 +59,12 @@ def _log(message: str) -> None:
 
 
 def _meta_train(args) -> int:
+    from nas.outputs import check_output_file
     from nas.predictors import DEFAULT_METHOD, meta_train, shipped_checkpoint_path
 
-    predictor = meta_train(args.method, args.space, args.seed, _log)
     out = args.out or shipped_checkpoint_path(args.space, "default" if args.method == DEFAULT_METHOD else args.method)
+    check_output_file(out)
+    predictor = meta_train(args.method, args.space, args.seed, _log)
     predictor.save(out)
     print(f"wrote {out}")
     return 0
@@ -82,6 +84,9 @@ def _finetune(args) -> int:
     from nas.predictors import finetune
     from nas.predictors.measurements import read_measurements_csv
 
+    from nas.outputs import check_output_file
+
+    check_output_file(args.out)
     measurements = read_measurements_csv(args.measurements, args.space) if args.measurements else None
     predictor = finetune(args.space, measurements, args.device)
     predictor.save(args.out)
@@ -96,6 +101,10 @@ def _predict(args) -> int:
 
     if not 0 < args.coverage < 1:
         raise UserInputError(f"--coverage must be between 0 and 1, got {args.coverage}")
+    if args.out:
+        from nas.outputs import check_output_file
+
+        check_output_file(args.out)
     predictor = load_predictor(args.predictor)
     archs = read_arch_file(args.archs, predictor.space)
     predicted, low, high = predictor.predict_interval(archs, coverage=args.coverage)

@@ -61,6 +61,10 @@ def _profile(args) -> int:
         raise UserInputError(f"--num must be at least 1, not {args.num}")
     if args.no_store and args.store:
         raise UserInputError("--store and --no-store contradict each other; pass one")
+    if args.out:
+        from nas.outputs import check_output_file
+
+        check_output_file(args.out)
     device = get_device(args.device).with_settings(
         threads=args.threads, batch_size=args.batch_size, graph_optimization_level=args.graph_optimization_level,
         rounds=args.rounds, runs_per_round=args.runs_per_round, warmup_runs=args.warmup_runs, group_size=args.group_size,

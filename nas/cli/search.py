@@ -98,22 +98,34 @@ def _search(args) -> int:
     from nas.search import search_under_budget
 
     options = _strategy_options(args)
+    if args.out:
+        from nas.outputs import check_output_dir
+
+        check_output_dir(args.out)
     try:
         outcome = search_under_budget(args.space, args.device, args.latency, dataset=args.dataset,
                                       strategy=args.strategy, strategy_options=options, seed=args.seed,
                                       verify_max=args.verify, measurements=args.measurements, store=args.store,
-                                      progress=True, out=args.out)
+                                      progress=True)
     except KeyboardInterrupt:
         _explain_resume(args)
         return 130
+    # The result is printed before any file is written: a file system that fails now cannot lose it.
     if args.json:
         record = outcome.to_dict()
         if args.out:
             record["out"] = args.out
-        print(json.dumps(record))
+        print(json.dumps(record), flush=True)
     else:
-        print(outcome.summary())
-        if args.out:
+        print(outcome.summary(), flush=True)
+    if args.out:
+        try:
+            outcome.write(args.out)
+        except OSError as error:
+            print(f"nas search: could not write the result to {args.out}: {error}; the result is printed above",
+                  file=sys.stderr)
+            return 1
+        if not args.json:
             print(f"wrote {args.out}/result.json, summary.txt"
                   + (f", model.onnx (weights {outcome.weights})" if outcome.arch else ""))
     return 0 if outcome.arch is not None else 1
