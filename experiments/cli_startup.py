@@ -12,17 +12,14 @@ it to ``experiments/results/cli_startup.md``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import write_keeping_reading  # noqa: E402
+from results_file import machine_line, write_keeping_reading  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cli_startup.md"
 COMMANDS = {
@@ -32,21 +29,6 @@ COMMANDS = {
     "nas search --help (imports torch)": ["search", "--help"],
 }
 TARGET_S = 1.0
-
-
-def cpu_description() -> str:
-    """CPU model and the ISA extensions that decide int8/float speed, from /proc/cpuinfo."""
-    model, flags = platform.processor() or "unknown", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"]
-    return f"{model}; {', '.join(f for f in wanted if f in flags) or 'no AVX2/AVX-512'}"
 
 
 def time_command(args: list[str], repeats: int) -> tuple[float, float, int]:
@@ -69,12 +51,10 @@ def main() -> int:
         verdict = "" if "torch" in label else ("met" if median_s < TARGET_S else "MISSED")
         rows.append(f"| `{label}` | {median_s:.2f} | {worst_s:.2f} | {code} | {verdict} |")
         print(rows[-1], file=sys.stderr)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = "\n".join([
         "# Command-line start-up",
         "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu_description()}; "
-        f"load average {load:.1f}; {options.repeats} fresh processes per command.",
+        f"{machine_line()}; {options.repeats} fresh processes per command.",
         "",
         "| command | median s | worst s | exit code | target < 1 s |",
         "| --- | --- | --- | --- | --- |",

@@ -1,7 +1,11 @@
-"""Writing a benchmark's results file without losing its hand-written reading."""
+"""Writing a benchmark's results file without losing its hand-written reading,
+and the line that says which machine measured it."""
 
 from __future__ import annotations
 
+import os
+import platform
+from datetime import datetime, timezone
 from pathlib import Path
 
 READING = "## Reading"
@@ -16,3 +20,28 @@ def write_keeping_reading(path: Path, text: str) -> None:
         text = text.rstrip("\n") + "\n\n" + old[old.index(READING):]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+#: ISA extensions that decide float and int8 speed on x86 CPUs
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+
+
+def cpu_description() -> str:
+    """CPU model and its speed-relevant ISA extensions, from /proc/cpuinfo (Linux)."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    present = [flag for flag in ISA_FLAGS if flag in flags]
+    return f"{model} ({os.cpu_count()} logical CPUs; {', '.join(present) or 'no AVX2/AVX-512'})"
+
+
+def machine_line() -> str:
+    """When and where a benchmark ran: UTC time, CPU model, ISA flags and the load average at the time."""
+    load = "/".join(f"{value:.1f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu_description()}; load average {load} (1/5/15 min)"
