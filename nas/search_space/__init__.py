@@ -45,6 +45,6 @@ def read_arch_file(path: str | Path, space: str) -> list[tuple[str, ...]]:
 
 
 # Importing the modules registers their spaces.
-from nas.search_space import fbnet, nb201  # noqa: E402,F401
+from nas.search_space import fbnet, nb201, slm  # noqa: E402,F401
 
 __all__ = ["Arch", "SearchSpace", "count_macs", "get_space", "list_spaces", "read_arch_file", "register_space"]
