@@ -55,7 +55,14 @@ class SearchProblem:
 
     ``evaluate`` caches; for a space whose architectures can be listed and
     are few (NB201's 15,625), the first call scores all of them in one batch,
-    which is cheaper than many small predictor calls.
+    which is cheaper than many small predictor calls (only when the accuracy
+    estimator is cheap: a table, not a network).
+
+    ``archs`` restricts the search to a fixed list (a replayed device's
+    recorded architectures, the only ones it can verify): strategies draw
+    with :meth:`sample` and :meth:`mutate`, and :meth:`evaluate` answers an
+    architecture outside the list with the nearest one in it (fewest
+    differing positions).
     """
 
     #: spaces up to this size are scored in one batch on first use
@@ -64,8 +71,11 @@ class SearchProblem:
     def __init__(self, space: str, budget_ms: float, accuracy: AccuracyEstimator,
                  predictor: LatencyPredictor, *, coverage: float = 0.9, dataset: str | None = None,
                  samples: Mapping[str, float] | None = None,
-                 measure: Callable[[list[Arch]], list[float]] | None = None):
+                 measure: Callable[[list[Arch]], list[float]] | None = None,
+                 archs: Sequence[Arch] | None = None, device: str | None = None):
         self.space = space
+        #: name of the device the budget is for (recorded in shared studies)
+        self.device = device
         self.search_space = get_space(space)
         self.budget_ms = float(budget_ms)
         self.accuracy = accuracy
@@ -76,6 +86,12 @@ class SearchProblem:
         self.samples = dict(samples or {})
         #: measures architectures on the device (milliseconds, in order); None where it cannot be reached
         self.measure = measure
+        #: the only architectures the search may return, or None for the whole space
+        self.domain: tuple[Arch, ...] | None = None if archs is None else tuple(dict.fromkeys(tuple(a) for a in archs))
+        if self.domain is not None and not self.domain:
+            raise ValueError("archs is empty: a restricted search needs at least one architecture")
+        self._domain_codes: np.ndarray | None = None
+        self._domain_index: dict[Arch, int] = {}
         self._cache: dict[Arch, Candidate] = {}
         self._asked: set[Arch] = set()
 
@@ -85,9 +101,52 @@ class SearchProblem:
         return len(self._asked)
 
     def all_archs(self) -> Sequence[Arch] | None:
-        """Every architecture when the space can list them, else ``None``."""
+        """Every architecture the search may return when they can be listed
+        (the restricted list, or the whole space), else ``None``."""
+        if self.domain is not None:
+            return self.domain
         lister = getattr(self.search_space, "all_archs", None)
         return lister() if lister is not None else None
+
+    # --- drawing architectures (within the restricted list when there is one) -----
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """A uniformly random architecture the search may return."""
+        if self.domain is None:
+            return self.search_space.sample(rng)
+        return self.domain[int(rng.integers(len(self.domain)))]
+
+    def mutate(self, arch: Arch, rng: np.random.Generator, neighbours: int = 8) -> Arch:
+        """A small change of ``arch``: one position in the whole space; within a
+        restricted list, one of the ``neighbours`` listed architectures nearest to it."""
+        if self.domain is None:
+            return self.search_space.mutate(arch, rng)
+        if len(self.domain) == 1:
+            return self.domain[0]
+        distance = self._distances(arch)
+        distance[distance == 0] = np.iinfo(distance.dtype).max  # never the architecture itself
+        k = min(neighbours, len(self.domain) - 1)
+        nearest = np.argpartition(distance, k - 1)[:k]
+        return self.domain[int(nearest[rng.integers(k)])]
+
+    def nearest(self, arch: Arch) -> Arch:
+        """``arch`` itself when the search may return it, else the nearest architecture it may."""
+        arch = tuple(arch)
+        if self.domain is None:
+            return arch
+        if not self._domain_index:
+            self._domain_index = {a: i for i, a in enumerate(self.domain)}
+        if arch in self._domain_index:
+            return arch
+        return self.domain[int(np.argmin(self._distances(arch)))]
+
+    def _distances(self, arch: Arch) -> np.ndarray:
+        """Positions in which each listed architecture differs from ``arch``."""
+        lookup = [{op: k for k, op in enumerate(ops)} for ops in self.search_space.choices]
+        codes = lambda archs: np.array([[lookup[i].get(op, -1) for i, op in enumerate(a)]  # noqa: E731
+                                        for a in archs], dtype=np.int16)
+        if self._domain_codes is None:
+            self._domain_codes = codes(self.domain)
+        return (self._domain_codes != codes([tuple(arch)])[0]).sum(axis=1).astype(np.int32)
 
     def _score(self, archs: Sequence[Arch]) -> None:
         accuracy = np.asarray(self.accuracy.estimate(archs), dtype=np.float64)
@@ -97,12 +156,14 @@ class SearchProblem:
             self._cache[a] = Candidate(a, float(acc), float(p), float(min(lo, p)), float(max(hi, p)))
 
     def evaluate(self, archs: Sequence[Arch]) -> list[Candidate]:
-        """Candidates for ``archs`` (tuples of the space), in order."""
-        archs = [tuple(a) for a in archs]
+        """Candidates for ``archs`` (tuples of the space), in order; outside a
+        restricted list, each is answered for its :meth:`nearest` listed architecture."""
+        archs = [self.nearest(a) for a in archs]
         missing = [a for a in dict.fromkeys(archs) if a not in self._cache]
         if missing:
             everything = self.all_archs()
-            if not self._cache and everything is not None and len(everything) <= self.BATCH_ALL_LIMIT:
+            if not self._cache and everything is not None and len(everything) <= self.BATCH_ALL_LIMIT \
+                    and self.accuracy.cheap:
                 self._score(list(everything))
             else:
                 self._score(missing)

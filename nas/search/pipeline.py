@@ -73,6 +73,10 @@ class SearchOutcome:
     unverified_reason: str = ""  # why a found architecture was not measured, when it was not
     strategy_info: dict[str, Any] = field(default_factory=dict)  # e.g. test_accuracy of a trained model
     strategy_samples: int = 0  # device measurements the strategy itself asked for (e.g. latency-table anchors)
+    searched: str = ""  # which architectures the strategy could pick from, when not the whole space
+    reference_sample: bool = False  # the result is one of the samples measured to adapt the predictor
+    samples_device: str | None = None  # the device the reference samples were measured on
+    warnings: list[str] = field(default_factory=list)  # what a user must know before trusting the result
 
     @property
     def weights(self) -> str:
@@ -97,12 +101,20 @@ class SearchOutcome:
             "weights": self.weights, "wall_s": round(self.wall_s, 3), "versions": package_versions(),
             # measured on the held-out test split when the strategy trained the returned network
             "test_accuracy": self.strategy_info.get("test_accuracy") if self.model is not None else None,
+            "num_classes": self.num_classes,
+            "searched": self.searched or f"the whole {self.space} space",
+            "found_by": "reference_sample" if self.reference_sample else ("search" if self.arch else None),
+            "reference_samples_device": self.samples_device,
+            "verification_device": self.device if self.verification or self.status == OVER_BUDGET else None,
+            "warnings": list(self.warnings),
         }
 
     def summary(self) -> str:
         """A few readable lines: what was found and how far to trust it."""
         lines = [f"search: {self.space} on {self.device}, budget {self.budget_ms:g} ms, "
                  f"strategy {self.strategy}, seed {self.seed}"]
+        if self.searched:
+            lines.append(f"searched: {self.searched}")
         if self.status in (VERIFIED, PREDICTED):
             lines.append(f"architecture: {self.arch}")
             lines.append(f"accuracy: {self.accuracy:.2f}% ({self.accuracy_source})")
@@ -114,6 +126,10 @@ class SearchOutcome:
         if self.status == VERIFIED:
             lines.append(f"measured latency: {self.measured_latency_ms:.2f} ms on {self.device} "
                          f"-- meets the {self.budget_ms:g} ms budget")
+        if self.reference_sample:
+            lines.append(f"note: this is one of the {self.samples_device or self.device} reference samples measured "
+                         f"before the search to adapt the predictor, not an architecture the strategy found: "
+                         f"{self._why_reference()}")
         elif self.status == PREDICTED:
             why = self.unverified_reason or ("--verify 0" if self.measurable
                                              else f"{self.device} cannot be measured from here")
@@ -142,7 +158,19 @@ class SearchOutcome:
         by_strategy = f" + {self.strategy_samples} by the strategy" if self.strategy_samples else ""
         lines.append(f"target-device measurements: {self.device_samples} ({self.reference_source} reference "
                      f"samples{by_strategy} + {len(self.verification)} verification{reused})")
+        if self.samples_device and self.samples_device != self.device:
+            where = f"; verification on {self.device}" if self.verification else ""
+            lines.append(f"reference samples: from {self.samples_device}{where}")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def _why_reference(self) -> str:
+        if not self.verification:
+            return "no candidate of the search was measured, and none predicted to meet the budget is more accurate"
+        if not any(v["meets_budget"] for v in self.verification):
+            return (f"every verified candidate of the search ({len(self.verification)}) was over budget, so the "
+                    f"result falls back to the most accurate reference sample that meets it")
+        return "it is more accurate than every verified candidate that meets the budget"
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``model.onnx`` (when an architecture was found), ``result.json`` and ``summary.txt``."""
@@ -180,12 +208,107 @@ def ways_forward(device: Device, space: str, reason: str) -> str:
             f"  - pick a catalog device that can be measured or replayed ('nas devices list'), e.g. pixel2 or local-cpu")
 
 
+class ProgressLines:
+    """Progress of one phase on stderr when stderr is not a terminal (a log file, CI):
+    a plain line every ``every`` items or ``interval_s`` seconds, with elapsed time and ETA."""
+
+    def __init__(self, total: int | None, desc: str, stream=None, every: int | None = None,
+                 interval_s: float = 30.0, unit: str = "architectures"):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.stream = stream or sys.stderr
+        self.every = every or (max(1, total // 10) if total else 50)
+        self.interval_s = interval_s
+        self.count = self._last_count = 0
+        self.started = self._last_time = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        now = time.perf_counter()
+        if self.count - self._last_count >= self.every or now - self._last_time >= self.interval_s:
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        elapsed = now - self.started
+        done = f"{self.count}/{self.total}" if self.total else f"{self.count}"
+        eta = ""
+        if self.total and 0 < self.count < self.total:
+            eta = f", ETA {_duration(elapsed / self.count * (self.total - self.count))}"
+        print(f"{self.desc}: {done} {self.unit}, {_duration(elapsed)} elapsed{eta}", file=self.stream, flush=True)
+        self._last_count, self._last_time = self.count, now
+
+    def __enter__(self) -> "ProgressLines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.count != self._last_count:
+            self._line(time.perf_counter())
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def _progress_bar(total: int | None, desc: str, enabled: bool):
+    """A tqdm bar on a terminal, :class:`ProgressLines` otherwise, nothing when not ``enabled``."""
+    if not enabled:
+        return _Silent()
+    if not sys.stderr.isatty():
+        return ProgressLines(total, desc)
     from tqdm import tqdm
 
-    # disable=None: tqdm hides itself when stderr is not a terminal
-    return tqdm(total=total, desc=desc, unit="arch", file=sys.stderr, disable=None if enabled else True,
-                leave=False, mininterval=0.5)
+    return tqdm(total=total, desc=desc, unit="arch", file=sys.stderr, leave=False, mininterval=0.5)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def chance_level_warning(accuracy_percent: float | None, num_classes: int | None, what: str) -> str | None:
+    """A warning when ``accuracy_percent`` is near chance for ``num_classes`` classes
+    (within a tenth of the way from chance to 100%), else None."""
+    if accuracy_percent is None or not num_classes or num_classes < 2:
+        return None
+    chance = 100.0 / num_classes
+    if accuracy_percent > chance + 0.1 * (100.0 - chance):
+        return None
+    return (f"{what} {accuracy_percent:.1f}% is near chance ({chance:.1f}% for {num_classes} classes): the "
+            f"network has not learned the task; train it longer (more --epochs / --retrain-epochs) "
+            f"before using it")
+
+
+def measurements_device(path: str | os.PathLike) -> str | None:
+    """The device a measurements CSV names in its ``device`` column (as ``nas profile --out`` writes
+    it), None when it has no such column; refuses a file naming several devices."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if "device" not in (reader.fieldnames or []):
+                return None
+            names = {(row.get("device") or "").strip() for row in reader} - {""}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None  # the measurements reader gives the error that explains it
+    if len(names) > 1:
+        raise UserInputError(f"{path}: its device column names several devices ({', '.join(sorted(names))}); "
+                             f"the reference samples must come from one device")
+    return names.pop() if names else None
 
 
 def search_under_budget(space: str, device: str | Device, latency: str | float, *, dataset: str | None = None,
@@ -193,7 +316,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                         seed: int = 0, verify_max: int = 10, measurements: str | os.PathLike | Mapping[str, float] | None = None,
                         store: Any = None, coverage: float = 0.9, predictor: Any = None,
                         progress: bool = False, out: str | os.PathLike | None = None,
-                        on_measure=None) -> SearchOutcome:
+                        on_measure=None, data_dir: str | os.PathLike | None = None) -> SearchOutcome:
     """Find the most accurate architecture of ``space`` whose latency on ``device`` meets ``latency``.
 
     ``latency`` is a budget like ``"14ms"`` (see :func:`nas.budget.parse_latency_ms`).
@@ -203,7 +326,8 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     :func:`nas.profilers.measure`); ``predictor`` an unadapted latency
     predictor (default: the shipped default predictor). ``out`` writes
     model/result/summary there. ``on_measure`` is called with each
-    verification measurement as it is taken. Raises :class:`UserInputError` for bad input
+    verification measurement as it is taken. ``data_dir`` is passed to an accuracy
+    estimator that reads data (``fbnet``'s supernet with ``dataset="cifar10"``). Raises :class:`UserInputError` for bad input
     and :class:`DeviceUnavailableError` when nothing can be measured or read.
     """
     from nas import predictors
@@ -211,14 +335,22 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
 
     started = time.perf_counter()
     budget_ms = parse_latency_ms(latency)
+    if out is not None:
+        from nas.outputs import check_output_dir
+
+        check_output_dir(out)  # before the work: a long search must not end in an unwritable folder
     search_space = get_space(space)
-    accuracy = get_accuracy_estimator(space, dataset=dataset) if dataset is not None else get_accuracy_estimator(space)
+    accuracy_options = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
+    accuracy = get_accuracy_estimator(space, **accuracy_options)
     if not (isinstance(verify_max, int) and verify_max >= 0):
         raise UserInputError(f"--verify must be a whole number >= 0, got {verify_max!r}")
     if not 0 < coverage < 1:
         raise UserInputError(f"coverage must be between 0 and 1, got {coverage!r}")
     options = dict(strategy_options or {})
     strategy = strategy or default_strategy(space)
+    if accuracy.default_evaluations and "num_evaluations" not in options \
+            and (_default_evaluations(strategy) or 0) > accuracy.default_evaluations:
+        options["num_evaluations"] = accuracy.default_evaluations  # a costly estimator: a count that finishes
     searcher = get_strategy(strategy, seed=seed, **options)
     device = get_device(device) if isinstance(device, str) else device
     if device.spaces and space not in device.spaces:
@@ -246,6 +378,20 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             samples = predictors.measurements.read_measurements_csv(measurements, space)
         reference_source = f"{len(samples)} given"
         device_samples = len(samples)
+        samples_device = None if isinstance(measurements, Mapping) else measurements_device(measurements)
+        will_verify = unmeasurable is None and verify_max > 0
+        if samples_device is not None and samples_device != device.name:
+            raise UserInputError(
+                f"--measurements {measurements} holds measurements of {samples_device} (its device column), "
+                f"but --device is {device.name}: the predictor would be adapted on one device and the result "
+                f"{'verified on' if will_verify else 'predicted for'} another. Use --device {samples_device}, or "
+                f"leave out --measurements so {device.name}'s reference samples are "
+                f"{'measured' if unmeasurable is None else 'given for it'}")
+        if samples_device is None and will_verify and progress:
+            _say(f"note: --measurements does not say which device it was measured on; it is taken to be "
+                 f"{device.name}, where the candidates are verified (give --device the device it came from, or "
+                 f"add a device column as 'nas profile --out' writes)")
+        samples_device = samples_device or f"{device.name} (assumed: not stated in the measurements)"
     elif unmeasurable:
         raise unmeasurable if isinstance(unmeasurable, DeviceUnavailableError) else \
             DeviceUnavailableError(ways_forward(device, space, str(unmeasurable)))
@@ -256,6 +402,27 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             bar.update(len(references))
         samples = {search_space.to_string(a): r.latency_ms for a, r in zip(references, records)}
         reference_source = f"{len(samples)} {'replayed' if device.profiler_kind == 'replay' else 'measured'}"
+        samples_device = device.name
+
+    # a replayed device verifies only what its table holds: in a space too big to list, search those
+    searched, domain = "", None
+    recorded = getattr(search_space, "measured_archs", None)
+    if device.profiler_kind == "replay" and unmeasurable is None and getattr(search_space, "all_archs", None) is None \
+            and recorded is not None:
+        domain = list(recorded())
+        searched = (f"the {len(domain):,} {space} architectures recorded for {device.name} (a replayed device "
+                    f"can verify only those)")
+        if progress:
+            _say(f"{device.name} replays recorded latencies: searching {searched[4:]}")
+    if progress:
+        announced = accuracy.announce()
+        if announced:
+            _say(announced)
+        if not accuracy.cheap:
+            total = options.get("num_evaluations", _default_evaluations(strategy))
+            _say(f"strategy {strategy} scores {f'up to {total} ' if total else ''}architectures, each with "
+                 f"{accuracy.description}; progress lines with an ETA follow (--evaluations N to change)")
+        accuracy.report = _say
 
     base = predictor if predictor is not None else predictors.load_default_predictor(space)
     calibrated = CalibratedPredictor(base).adapt(samples)
@@ -263,7 +430,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     device_measure = None if unmeasurable or device.profiler_kind == "replay" else (
         lambda archs: [r.latency_ms for r in measure_on_device(archs)])
     problem = SearchProblem(space, budget_ms, accuracy, calibrated, coverage=coverage, dataset=dataset,
-                            samples=samples, measure=device_measure)
+                            samples=samples, measure=device_measure, archs=domain, device=device.name)
     before_search = device_samples
     with _progress_bar(getattr(searcher, "num_evaluations", None), f"searching ({strategy})", progress) as bar:
         result = searcher.search(problem, progress=bar.update)
@@ -272,15 +439,17 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     if result.model is None:
         # the device samples are candidates too: one that meets the budget is verified for free;
         # a strategy that trained its own network keeps to its candidates, whose weights it returns
-        pool += problem.evaluate([search_space.from_string(a) for a in samples])
-        if not unmeasurable and verify_max > 0 and problem.all_archs() is not None:
+        sample_archs = [search_space.from_string(a) for a in samples]
+        pool += problem.evaluate([a for a in sample_archs if problem.nearest(a) == a])
+        if not unmeasurable and verify_max > 0 and problem.all_archs() is not None and domain is None \
+                and accuracy.cheap:
             pool += neighbourhood(problem, pool, calibrated)  # cheap where the whole space is scored
 
     common = dict(space=space, device=device.name, budget_ms=budget_ms, dataset=dataset, strategy=strategy,
                   seed=seed, coverage=coverage, reference_source=reference_source,
                   accuracy_source=accuracy.description or type(accuracy).__name__,
                   num_evaluations=problem.num_evaluations, model=None, num_classes=accuracy.num_classes,
-                  measurable=unmeasurable is None)
+                  measurable=unmeasurable is None, searched=searched, samples_device=samples_device)
 
     def finish(outcome: SearchOutcome) -> SearchOutcome:
         outcome.device_samples = device_samples
@@ -292,6 +461,15 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             if result.info.get("val_accuracy") == outcome.accuracy:
                 outcome.accuracy_source = "validation accuracy of the network the strategy retrained"
         outcome.samples_reused = samples_reused
+        outcome.reference_sample = outcome.arch is not None and outcome.arch in samples
+        if outcome.model is not None:
+            warning = chance_level_warning(outcome.strategy_info.get("test_accuracy"), outcome.num_classes,
+                                           "the retrained network's test accuracy")
+            if warning:
+                outcome.warnings.append(warning)
+        if progress:
+            for warning in outcome.warnings:
+                _say(f"warning: {warning}")
         outcome.wall_s = time.perf_counter() - started
         if out is not None:
             outcome.write(out)
@@ -369,6 +547,17 @@ def _found(common: dict, search_space, candidate: Candidate, measured_ms: float 
                          accuracy=candidate.accuracy, predicted_latency_ms=candidate.predicted_ms,
                          predicted_interval_ms=(candidate.low_ms, candidate.high_ms),
                          measured_latency_ms=measured_ms, device_samples=0, samples_reused=0)
+
+
+def _default_evaluations(strategy: str) -> int | None:
+    """The ``num_evaluations`` default of a strategy's constructor (None when it has none)."""
+    import inspect
+
+    from nas.search import strategy_class
+
+    parameter = inspect.signature(strategy_class(strategy)).parameters.get("num_evaluations")
+    default = None if parameter is None else parameter.default
+    return default if isinstance(default, int) else None
 
 
 def _candidate_dict(search_space, candidate: Candidate) -> dict[str, Any]:
