@@ -7,9 +7,9 @@ Settings: ``serial`` (``null``: the only connected phone), ``adb`` (path of
 the adb executable, default ``adb`` on PATH), ``remote_dir`` (where models
 and the benchmark binary live on the phone), ``benchmark_binary``, and the
 runtime settings ``threads``, ``batch_size``, ``graph_optimization_level``.
-One timed block is one invocation of the binary; its fastest run ("Min
+One timed block is one invocation of the binary; its median run ("P50
 Latency", or the average where the binary does not print it) is the block's
-single value, as the protocol uses a block's fastest run.
+single value, as the protocol summarises a block by its median run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from nas.profilers.protocol import InterleavedProfiler, Timer
 #: onnxruntime_perf_test's ``-o`` values
 _PERF_TEST_LEVELS = {"disabled": 0, "basic": 1, "extended": 2, "all": 99}
 _AVERAGE = re.compile(r"Average inference time cost:\s*([0-9.eE+-]+)\s*ms")
-_MINIMUM = re.compile(r"Min Latency:\s*([0-9.eE+-]+)\s*s\b")
+_MEDIAN = re.compile(r"P50 Latency:\s*([0-9.eE+-]+)\s*s\b")
 
 
 @register_profiler("adb")
@@ -120,9 +120,9 @@ class _PhoneModel:
                    f"-x {runtime['threads']} -o {_PERF_TEST_LEVELS[runtime['graph_optimization_level']]} "
                    f"-f batch:{runtime['batch_size']} {self.remote_model}")
         output = self.profiler._run("shell", command)
-        fastest, average = _MINIMUM.search(output), _AVERAGE.search(output)
-        if fastest is not None:
-            return np.array([float(fastest.group(1)) * 1000.0])
+        median, average = _MEDIAN.search(output), _AVERAGE.search(output)
+        if median is not None:
+            return np.array([float(median.group(1)) * 1000.0])
         if average is not None:
             return np.array([float(average.group(1))])
         raise UserInputError(f"{self.profiler.binary} on the phone printed no latency for {self.remote_model}; "

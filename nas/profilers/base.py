@@ -5,20 +5,33 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from nas.devices import Device
 from nas.search_space import Arch
+
+
+#: what ``latency_ms`` of a measured (not replayed or imported) architecture is
+LATENCY_STATISTIC = (
+    "median of per-run ONNX Runtime timings on the device (ms), as timing the model with plain ONNX Runtime "
+    "gives; with drift correction each run is divided by a reference model timed right around it and "
+    "multiplied by that reference's median over the same rounds, which steadies the ranking without moving "
+    "the level; raw_median_ms is the uncorrected median of every run, raw_spread_ms the standard deviation "
+    "of its rounds' medians")
 
 
 @dataclass(frozen=True)
 class LatencyMeasurement:
     """Latency of one architecture on one device under fixed runtime settings.
 
-    ``latency_ms`` is the profiler's best estimate (for the local profiler the
-    drift-corrected median); ``spread_ms`` is how far repeated rounds
-    disagreed (0 for replayed values); ``flagged`` marks a measurement whose
-    spread stayed too high after the allowed repeats.
+    ``latency_ms`` is the profiler's estimate of what timing the model with
+    plain ONNX Runtime on the device gives (see :data:`LATENCY_STATISTIC`:
+    the median of per-run timings, drift-corrected without moving its
+    level); ``spread_ms`` is the standard deviation of its repeated rounds
+    (0 for replayed values); ``flagged`` marks a measurement whose spread
+    stayed too high after the allowed repeats. ``raw_median_ms`` and
+    ``raw_spread_ms`` are the same without drift correction or outlier
+    rejection (``None`` for replayed or imported latencies).
     """
 
     device: str
@@ -30,6 +43,8 @@ class LatencyMeasurement:
     stats: dict[str, float] = field(default_factory=dict)
     flagged: bool = False
     source: str = "measured"
+    raw_median_ms: float | None = None
+    raw_spread_ms: float | None = None
 
     def settings_key(self) -> str:
         return settings_key(self.settings)
@@ -58,8 +73,14 @@ class Profiler(abc.ABC):
         return dict(self.device.settings)
 
     @abc.abstractmethod
-    def measure(self, space: str, archs: Sequence[Arch]) -> list[LatencyMeasurement]:
-        """Measure ``archs`` (tuples of the space) and return one record each, in order."""
+    def measure(self, space: str, archs: Sequence[Arch],
+                on_measured: Callable[[LatencyMeasurement], None] | None = None) -> list[LatencyMeasurement]:
+        """Measure ``archs`` (tuples of the space) and return one record each, in order.
+
+        ``on_measured`` is called with each record the moment it is final,
+        before the others are done, so a caller can keep it (e.g. store it)
+        even if the rest is interrupted.
+        """
 
     def check_available(self) -> None:
         """Raise :class:`nas.errors.DeviceUnavailableError` when the device cannot be reached."""

@@ -1,35 +1,41 @@
 """Measuring truthfully on a noisy device, and ``measure()``: the one
 function that turns architectures into stored latency measurements.
 
-Shared machines and phones wander in speed, so a single timing of a cell
-says little. Every profiler that runs exported ONNX models
+What is measured is what a user timing the exported model with plain ONNX
+Runtime on the device would get: the median of per-run timings (see
+:data:`nas.profilers.base.LATENCY_STATISTIC`). Shared machines and phones
+wander in speed, so every profiler that runs exported ONNX models
 (:class:`InterleavedProfiler`: local ONNX Runtime, the remote agent, adb)
-follows one protocol:
+follows one protocol to make that median steady and rankable:
 
-1. each cell of a group is exported to ONNX once and loaded once;
-2. the cells are timed in interleaved rounds, in a fresh random order
-   every round, so slow phases of the machine hit all cells alike;
-3. a block of runs is summarised by its fastest run: on a shared machine
-   most slow runs are runs that another process interrupted, and the
-   fastest run is the one least disturbed (a block's median is not: under
-   heavy load most runs are interrupted);
-4. with drift correction, a fixed reference model is timed right before and
-   after every cell; a round's value is ``cell / mean(reference before,
-   after)`` times the reference's latency, so a slowdown that hits both
-   cancels out. The reference's latency is fixed per store (the first
-   session measures it and stores it as an ordinary measurement), so every
-   measurement in one store is on one scale, however busy the machine was;
-5. rounds far from the median (robust z-score) are rejected; the latency
-   is the median of the rest, and ``stats`` adds the median, mean, p10,
-   p90 and standard deviation of every kept run (drift-corrected, ms);
-6. the spread of the remaining rounds is kept with the measurement; cells
-   whose relative spread is still above ``max_relative_spread`` get extra
-   rounds, up to ``extra_rounds``, and are then stored ``flagged=True``.
+1. cells are exported to ONNX and loaded as they enter a rotation of at
+   most ``group_size`` cells; each is warmed up, then timed in rounds of
+   ``runs_per_round`` runs, the rotation in a fresh random order every
+   round, so slow phases of the machine hit all cells alike;
+2. cells enter the rotation a few at a time, so they finish at different
+   moments, and each is handed back (and stored) the moment its own rounds
+   are done: an interrupted run keeps every finished cell;
+3. with drift correction, a fixed reference model is timed right before and
+   after every cell; each run of a round is divided by the mean of the
+   reference blocks around it (each block summarised by its median run) and
+   multiplied by the median of the reference blocks timed while the cell
+   was in the rotation. A slowdown that hits cell and reference alike
+   cancels out of the ranking, and the level stays that of the machine
+   while the cell was timed: the correction never rescales to a latency
+   measured at another time, in another process or for another store;
+4. rounds whose median is far from the others (robust z-score) are
+   rejected; the latency is the median of the kept (corrected) runs, the
+   spread the standard deviation of the kept rounds' medians. The raw
+   median of every run and the spread of the raw rounds are kept next to it;
+5. cells whose relative spread is above ``max_relative_spread`` after
+   ``rounds`` rounds get extra rounds, up to ``extra_rounds``, and are then
+   stored ``flagged=True``.
 """
 
 from __future__ import annotations
 
 import abc
+import collections
 import math
 import sys
 import tempfile
@@ -56,18 +62,18 @@ Timer = Callable[[int], np.ndarray]
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True)
 class MeasurementProtocol:
-    """How a group of cells is timed (see the module docstring).
+    """How cells are timed (see the module docstring).
 
     Parameters (all settable in a device's ``profiler.settings``):
-    ``warmup_runs`` untimed runs per model before the first round;
-    ``rounds`` interleaved rounds; ``runs_per_round`` timed runs of a model
-    per round; ``drift_correction`` time the reference model around each
-    cell; ``max_relative_spread`` the spread (standard deviation of the kept
-    rounds over the latency) above which a cell is repeated and then
-    flagged; ``extra_rounds`` at most this many extra rounds for such
-    cells; ``outlier_z`` rounds whose robust z-score exceeds it are
-    rejected; ``group_size`` cells measured together before they are
-    stored; ``seed`` of the round order (``None``: fresh each time).
+    ``warmup_runs`` untimed runs per model before its first round;
+    ``rounds`` interleaved rounds per cell; ``runs_per_round`` timed runs
+    of a model per round; ``drift_correction`` time the reference model
+    around each cell; ``max_relative_spread`` the spread (standard
+    deviation of the kept rounds over the latency) above which a cell is
+    repeated and then flagged; ``extra_rounds`` at most this many extra
+    rounds for such cells; ``outlier_z`` rounds whose robust z-score
+    exceeds it are rejected; ``group_size`` cells in the rotation at once;
+    ``seed`` of the round order (``None``: fresh each time).
     """
 
     warmup_runs: int = 5
@@ -114,73 +120,80 @@ class _Round:
 
 @dataclass
 class CellEstimate:
-    """What the protocol concluded about one cell."""
+    """What the protocol concluded about one cell (all in ms)."""
 
     latency_ms: float
     spread_ms: float
+    raw_median_ms: float
+    raw_spread_ms: float
     stats: dict[str, float]
     flagged: bool
 
 
-def time_interleaved(timers: Sequence[Timer], reference: Timer | None,
-                     protocol: MeasurementProtocol,
-                     reference_ms: float | None = None) -> tuple[list[CellEstimate], list[float]]:
+def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol: MeasurementProtocol, *,
+                     on_done: Callable[[int, CellEstimate], None] | None = None) -> list[CellEstimate]:
     """Time ``timers`` with ``protocol`` and estimate each one's latency.
 
-    ``reference`` is timed around every cell when given (drift correction);
-    ``reference_ms`` is the latency the reference stands for (default: the
-    median of this session's reference blocks). Returns one estimate per
-    timer, in order, and every reference block's value (its fastest run, ms).
+    ``timers[i]`` is read once, when cell ``i`` enters the rotation (so a
+    lazy sequence loads models only then); ``reference`` is timed around
+    every cell when given (drift correction). ``on_done(i, estimate)`` is
+    called the moment cell ``i`` is final. Returns one estimate per timer,
+    in order.
     """
     rng = np.random.default_rng(protocol.seed)
-    models = list(timers) + ([reference] if reference is not None else [])
-    for timer in models:
-        if protocol.warmup_runs:
-            timer(protocol.warmup_runs)
-    rounds: list[list[_Round]] = [[] for _ in timers]
-    reference_blocks: list[float] = []
+    if reference is not None and protocol.warmup_runs:
+        reference(protocol.warmup_runs)
+    waiting = collections.deque(range(len(timers)))
+    active: dict[int, Timer] = {}
+    rounds: dict[int, list[_Round]] = {}
+    results: list[CellEstimate | None] = [None] * len(timers)
+    reference_blocks: list[float] = []  # every reference block so far, each summarised by its median run (ms)
+    first_block: dict[int, int] = {}  # the first reference block of each cell's time in the rotation
+    # a few cells enter per round, so that cells finish (and are stored) one after another
+    entering = max(1, math.ceil(protocol.group_size / protocol.rounds))
+    last_round = protocol.rounds + protocol.extra_rounds
 
-    def time_reference() -> float:
-        block = float(np.min(reference(protocol.runs_per_round)))
-        reference_blocks.append(block)
-        return block
+    def time_reference() -> float | None:
+        if reference is None:
+            return None
+        reference_blocks.append(float(np.median(reference(protocol.runs_per_round))))
+        return reference_blocks[-1]
 
-    def one_round(cells: Sequence[int]) -> None:
-        before = time_reference() if reference is not None else None
-        for cell in rng.permutation(np.asarray(cells)):
-            runs = np.asarray(timers[cell](protocol.runs_per_round), dtype=float)
-            after = time_reference() if reference is not None else None
-            around = None if reference is None else (before + after) / 2
-            rounds[cell].append(_Round(runs, around))
+    while waiting or active:
+        for _ in range(min(entering, protocol.group_size - len(active), len(waiting))):
+            cell = waiting.popleft()
+            active[cell] = timers[cell]
+            if protocol.warmup_runs:
+                active[cell](protocol.warmup_runs)
+            rounds[cell], first_block[cell] = [], len(reference_blocks)
+        before = time_reference()
+        for cell in rng.permutation(np.fromiter(active, dtype=int)).tolist():
+            runs = np.asarray(active[cell](protocol.runs_per_round), dtype=float)
+            after = time_reference()
+            rounds[cell].append(_Round(runs, None if after is None else (before + after) / 2))
             before = after
-
-    everyone = list(range(len(timers)))
-    for _ in range(protocol.rounds):
-        one_round(everyone)
-
-    def estimates() -> list[CellEstimate]:
-        scale = reference_ms if reference_ms is not None else (
-            float(np.median(reference_blocks)) if reference_blocks else None)
-        return [_estimate(cell_rounds, scale, protocol) for cell_rounds in rounds]
-
-    results = estimates()
-    for _ in range(protocol.extra_rounds):
-        unsettled = [i for i, e in enumerate(results) if e.spread_ms > protocol.max_relative_spread * e.latency_ms]
-        if not unsettled:
-            break
-        one_round(unsettled)
-        results = estimates()
-    for estimate in results:
-        estimate.flagged = estimate.spread_ms > protocol.max_relative_spread * estimate.latency_ms
-    return results, reference_blocks
+            if len(rounds[cell]) < protocol.rounds:
+                continue
+            # the reference's level while this cell was in the rotation
+            level = float(np.median(reference_blocks[first_block[cell]:])) if reference is not None else None
+            estimate = _estimate(rounds[cell], level, protocol)
+            unsettled = estimate.spread_ms > protocol.max_relative_spread * estimate.latency_ms
+            if unsettled and len(rounds[cell]) < last_round:
+                continue
+            estimate.flagged = unsettled
+            results[cell] = estimate
+            del active[cell], rounds[cell], first_block[cell]
+            if on_done is not None:
+                on_done(cell, estimate)
+    return results  # type: ignore[return-value]
 
 
-def _estimate(cell_rounds: list[_Round], scale: float | None, protocol: MeasurementProtocol) -> CellEstimate:
-    """Drift-correct, reject outlier rounds, summarise (all in ms)."""
-    # factor that turns a round's raw runs into reference-corrected ones
-    factors = np.array([1.0 if r.reference_ms is None or scale is None else scale / r.reference_ms
-                        for r in cell_rounds])
-    values = np.array([np.min(r.runs_ms) for r in cell_rounds]) * factors
+def _estimate(cell_rounds: list[_Round], level: float | None, protocol: MeasurementProtocol) -> CellEstimate:
+    """Drift-correct to the reference ``level`` (ms; ``None``: no correction), reject outlier rounds,
+    summarise (all in ms)."""
+    raw_medians = np.array([np.median(r.runs_ms) for r in cell_rounds])
+    factors = np.array([1.0 if level is None else level / r.reference_ms for r in cell_rounds])
+    values = raw_medians * factors
     centre = float(np.median(values))
     mad = float(np.median(np.abs(values - centre))) * 1.4826
     # a floor of 2% keeps rounds within about 7% of the median from being called outliers
@@ -188,28 +201,28 @@ def _estimate(cell_rounds: list[_Round], scale: float | None, protocol: Measurem
     keep = z <= protocol.outlier_z
     if keep.sum() < math.ceil(len(values) / 2):  # never reject the majority
         keep = z <= np.sort(z)[math.ceil(len(values) / 2) - 1]
-    kept = values[keep]
-    latency_ms = float(np.median(kept))
-    spread_ms = float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0
-    corrected_runs = np.concatenate([r.runs_ms * f for r, f, k in zip(cell_rounds, factors, keep) if k])
-    raw_runs = np.concatenate([r.runs_ms for r, k in zip(cell_rounds, keep) if k])
+    kept_runs = np.concatenate([r.runs_ms * f for r, f, k in zip(cell_rounds, factors, keep) if k])
+    all_raw_runs = np.concatenate([r.runs_ms for r in cell_rounds])
+    latency_ms = float(np.median(kept_runs))
+    spread_ms = float(np.std(values[keep], ddof=1)) if keep.sum() > 1 else 0.0
     stats = {
-        "median_ms": float(np.median(corrected_runs)),
-        "mean_ms": float(np.mean(corrected_runs)),
-        "p10_ms": float(np.percentile(corrected_runs, 10)),
-        "p90_ms": float(np.percentile(corrected_runs, 90)),
-        "std_ms": float(np.std(corrected_runs)),
-        "raw_median_ms": float(np.median(raw_runs)),
+        "median_ms": latency_ms,
+        "mean_ms": float(np.mean(kept_runs)),
+        "p10_ms": float(np.percentile(kept_runs, 10)),
+        "p90_ms": float(np.percentile(kept_runs, 90)),
+        "std_ms": float(np.std(kept_runs)),
         "relative_spread": spread_ms / latency_ms if latency_ms > 0 else 0.0,
         "rounds": float(len(values)),
-        "rounds_rejected": float(len(values) - len(kept)),
-        "runs": float(len(corrected_runs)),
+        "rounds_rejected": float(len(values) - keep.sum()),
+        "runs": float(len(kept_runs)),
         "runs_per_round": float(protocol.runs_per_round),
         "warmup_runs": float(protocol.warmup_runs),
     }
-    if scale is not None and any(r.reference_ms is not None for r in cell_rounds):
-        stats["reference_ms"] = float(scale)
-    return CellEstimate(latency_ms, spread_ms, stats, flagged=False)
+    if level is not None:
+        stats["reference_median_ms"] = level
+    return CellEstimate(latency_ms, spread_ms, raw_median_ms=float(np.median(all_raw_runs)),
+                        raw_spread_ms=float(np.std(raw_medians, ddof=1)) if len(raw_medians) > 1 else 0.0,
+                        stats=stats, flagged=False)
 
 
 # --------------------------------------------------------------------------- #
@@ -252,10 +265,6 @@ class InterleavedProfiler(Profiler):
         super().__init__(device)
         self.runtime = check_runtime_settings(device.settings)
         self.protocol = MeasurementProtocol.from_settings(device.settings)
-        #: latency (ms) the reference model stands for, per space; set from the store or the first group
-        self.reference_ms: dict[str, float] = {}
-        self._reference_timers: dict[str, Timer] = {}
-        self._reference_blocks: dict[str, list[float]] = {}
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -274,42 +283,50 @@ class InterleavedProfiler(Profiler):
     def _export_and_load(self, space: str, arch: Arch, folder: Path, name: str) -> Timer:
         from nas.export import export_arch
 
-        return self.load(export_arch(space, arch, folder / f"{name}.onnx"))
+        path = export_arch(space, arch, folder / f"{name}.onnx")
+        try:
+            return self.load(path)
+        finally:
+            path.unlink(missing_ok=True)  # loaded (or uploaded, or pushed): the file is not needed again
 
-    def measure(self, space: str, archs: Sequence[Arch]) -> list[LatencyMeasurement]:
+    def measure(self, space: str, archs: Sequence[Arch],
+                on_measured: Callable[[LatencyMeasurement], None] | None = None) -> list[LatencyMeasurement]:
         search_space = get_space(space)
         archs = [search_space.validate(a) for a in archs]
         if not archs:
             return []
+        records: list[LatencyMeasurement | None] = [None] * len(archs)
         with tempfile.TemporaryDirectory(prefix="nas-profile-") as folder:
-            timers = [self._export_and_load(space, arch, Path(folder), f"cell{i}") for i, arch in enumerate(archs)]
+            cells = _LoadOnRead(lambda i: self._export_and_load(space, archs[i], Path(folder), f"cell{i}"),
+                                len(archs))
             reference = None
             if self.protocol.drift_correction:
-                if space not in self._reference_timers:
-                    self._reference_timers[space] = self._export_and_load(space, reference_arch(space),
-                                                                          Path(folder), "reference")
-                reference = self._reference_timers[space]
-            estimates, blocks = time_interleaved(timers, reference, self.protocol, self.reference_ms.get(space))
-        if reference is not None:
-            self._reference_blocks.setdefault(space, []).extend(blocks)
-            self.reference_ms.setdefault(space, float(np.median(blocks)))
-        return [LatencyMeasurement(self.device.name, space, search_space.to_string(arch), e.latency_ms,
-                                   spread_ms=e.spread_ms, settings=self.settings, stats=e.stats, flagged=e.flagged)
-                for arch, e in zip(archs, estimates)]
+                reference = self._export_and_load(space, reference_arch(space), Path(folder), "reference")
 
-    def reference_measurement(self, space: str) -> LatencyMeasurement | None:
-        """The reference model's own measurement, once this profiler has timed it in ``space``."""
-        blocks = self._reference_blocks.get(space)
-        if not blocks or space not in self.reference_ms:
-            return None
-        blocks_ms = np.asarray(blocks)
-        return LatencyMeasurement(
-            self.device.name, space, get_space(space).to_string(reference_arch(space)), self.reference_ms[space],
-            spread_ms=float(np.std(blocks_ms, ddof=1)) if len(blocks_ms) > 1 else 0.0, settings=self.settings,
-            stats={"median_ms": float(np.median(blocks_ms)), "mean_ms": float(np.mean(blocks_ms)),
-                   "p10_ms": float(np.percentile(blocks_ms, 10)), "p90_ms": float(np.percentile(blocks_ms, 90)),
-                   "std_ms": float(np.std(blocks_ms)), "reference_blocks": float(len(blocks_ms)),
-                   "is_reference": 1.0})
+            def done(index: int, estimate: CellEstimate) -> None:
+                records[index] = LatencyMeasurement(
+                    self.device.name, space, search_space.to_string(archs[index]), estimate.latency_ms,
+                    spread_ms=estimate.spread_ms, settings=self.settings, stats=estimate.stats,
+                    flagged=estimate.flagged, raw_median_ms=estimate.raw_median_ms,
+                    raw_spread_ms=estimate.raw_spread_ms)
+                if on_measured is not None:
+                    on_measured(records[index])
+
+            time_interleaved(cells, reference, self.protocol, on_done=done)
+        return records  # type: ignore[return-value]
+
+
+class _LoadOnRead:
+    """A sequence of timers that loads item ``i`` (``load(i)``) each time it is read."""
+
+    def __init__(self, load: Callable[[int], Timer], length: int):
+        self._load, self._length = load, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        return self._load(index)
 
 
 # --------------------------------------------------------------------------- #
@@ -324,13 +341,15 @@ def measure(device: str | Device, space: str, archs: Iterable[Arch | str], *, st
     looked up and saved: ``None`` the default store
     (:func:`nas.store.default_store_path`), a path, a
     :class:`nas.store.MeasurementStore`, or ``False`` for none. Stored
-    measurements come back with ``source='stored'``; each new group of
-    measurements is stored as soon as it finishes, so a killed run keeps
-    them. With drift correction, latencies are on the scale of the reference
-    latency stored in ``store`` (without a store, on this call's own scale).
-    ``refresh=True`` measures again even what is stored. Replayed
-    devices are free and never stored. A device that cannot be reached
-    raises :class:`nas.errors.DeviceUnavailableError` saying what to do.
+    measurements come back with ``source='stored'``; each new measurement
+    is stored the moment its own rounds are done, so an interrupted or
+    killed run keeps every finished cell. Latencies are medians of per-run
+    timings (:data:`nas.profilers.base.LATENCY_STATISTIC`), on the level
+    of the machine while each cell was timed; no scale is carried from one
+    call or store to another. ``refresh=True`` measures again even what is
+    stored. Replayed devices are free and never stored. A device that
+    cannot be reached raises :class:`nas.errors.DeviceUnavailableError`
+    saying what to do.
     """
     from nas.profilers import make_profiler  # the registry imports this module
 
@@ -352,26 +371,23 @@ def measure(device: str | Device, space: str, archs: Iterable[Arch | str], *, st
     missing = [arch for arch in dict.fromkeys(canonical) if arch not in found]
     if missing:
         profiler.check_available()
-        reference_ms = _stored_reference_ms(profiler, store, device.name, space)
-        if reference_ms is not None:
-            profiler.reference_ms[space] = reference_ms
-        group = max(1, int(getattr(profiler, "group_size", len(missing)) or len(missing)))
-        done = 0
-        for start in range(0, len(missing), group):
-            chunk = missing[start:start + group]
-            for record in profiler.measure(space, [search_space.from_string(a) for a in chunk]):
-                if store is not None:
-                    store.put(record)
-                found[record.arch] = record
-            done += len(chunk)
-            if store is not None and reference_ms is None and isinstance(profiler, InterleavedProfiler):
-                reference = profiler.reference_measurement(space)
-                if reference is not None:
-                    store.put(reference)
-                    reference_ms = reference.latency_ms
+
+        already = len(found)
+
+        def keep(record: LatencyMeasurement) -> None:
+            if store is not None:
+                store.put(record)
+            found[record.arch] = record
             if progress:
-                print(f"measured {done}/{len(missing)} on {device.name} "
-                      f"({len(canonical) - len(missing)} already stored)", file=sys.stderr, flush=True)
+                print(f"measured {len(found) - already}/{len(missing)} on {device.name} ({already} already "
+                      f"stored)", file=sys.stderr, flush=True)
+
+        archs_to_measure = [search_space.from_string(a) for a in missing]
+        if profiler.kind in FREE_PROFILER_KINDS:
+            for record in profiler.measure(space, archs_to_measure):
+                keep(record)
+        else:
+            profiler.measure(space, archs_to_measure, on_measured=keep)
     return [found[arch] for arch in canonical]
 
 
@@ -385,10 +401,3 @@ def _open_store(store: Any):
     if isinstance(store, MeasurementStore):
         return store
     return MeasurementStore(store)
-
-
-def _stored_reference_ms(profiler: Profiler, store, device: str, space: str) -> float | None:
-    if store is None or not isinstance(profiler, InterleavedProfiler) or not profiler.protocol.drift_correction:
-        return None
-    record = store.get(device, profiler.settings, space, get_space(space).to_string(reference_arch(space)))
-    return record.latency_ms if record is not None else None

@@ -18,7 +18,7 @@ case "$1" in
   push) echo "$2: 1 file pushed" ;;
   shell) case "$2" in
            test*) echo present ;;
-           *) echo "Session creation time cost: 0.01 s"; echo "Average inference time cost: 4.60 ms"; echo "Min Latency: 0.00425 s" ;;
+           *) echo "Session creation time cost: 0.01 s"; echo "Average inference time cost: 4.60 ms"; echo "Min Latency: 0.00425 s"; echo "P50 Latency: 0.0045 s" ;;
          esac ;;
 esac
 """
@@ -66,6 +66,6 @@ def test_a_connected_phone_is_timed_through_the_benchmark_binary(tmp_path):
     profiler = make_profiler(device)
     profiler.check_available()
     (record,) = profiler.measure("nb201", [get_space("nb201").from_index(3)])
-    assert record.latency_ms == pytest.approx(4.25) and record.device == "pixel7"
+    assert record.latency_ms == pytest.approx(4.5) and record.device == "pixel7"  # the median run, not the fastest
     assert record.settings == {"threads": 1, "batch_size": 1, "graph_optimization_level": "all",
                                "drift_correction": False}

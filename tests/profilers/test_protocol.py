@@ -6,7 +6,7 @@ import pytest
 
 from nas.devices import Device, get_device
 from nas.errors import DeviceUnavailableError, UserInputError
-from nas.profilers import MeasurementProtocol, measure
+from nas.profilers import PROFILERS, InterleavedProfiler, MeasurementProtocol, measure
 from nas.profilers.protocol import reference_arch, time_interleaved
 from nas.search_space import get_space
 from nas.store import MeasurementStore
@@ -31,23 +31,60 @@ class DriftingMachine:
         return time_runs
 
 
-def test_drift_correction_cancels_a_slowdown_that_hits_cells_and_reference_alike():
+def test_the_latency_is_the_median_of_the_runs_not_the_fastest():
+    runs = np.array([1.0, 2.0, 2.0, 2.1, 9.0])  # fastest 1.0, median 2.0
+    for reference in (None, lambda n: np.full(n, 0.5)):
+        protocol = MeasurementProtocol(warmup_runs=0, rounds=4, runs_per_round=5, extra_rounds=0,
+                                       max_relative_spread=10.0, drift_correction=reference is not None)
+        (estimate,) = time_interleaved([lambda n: runs[:n].copy()], reference, protocol)
+        assert estimate.latency_ms == 2.0 and estimate.stats["median_ms"] == 2.0
+        assert estimate.raw_median_ms == 2.0 and estimate.raw_spread_ms == 0.0
+
+
+def test_drift_correction_steadies_the_ranking_without_moving_the_level():
     # the machine gets 3x slower over the session, linearly
     machine = DriftingMachine(lambda step: 1.0 + step / 200)
     truth = [1.0, 2.0, 4.0]
-    protocol = MeasurementProtocol(warmup_runs=0, rounds=5, runs_per_round=3, extra_rounds=0, seed=0)
-    corrected, _ = time_interleaved([machine.model(t) for t in truth], machine.model(1.0), protocol,
-                                    reference_ms=1.0)
+    protocol = MeasurementProtocol(warmup_runs=0, rounds=5, runs_per_round=3, extra_rounds=0, group_size=15, seed=0)
+    corrected = time_interleaved([machine.model(t) for t in truth], machine.model(1.0), protocol)
     ratios = [e.latency_ms / t for e, t in zip(corrected, truth)]
     assert max(ratios) / min(ratios) == pytest.approx(1.0, abs=0.03)
-    assert corrected[0].stats["reference_ms"] == 1.0
+    for estimate in corrected:
+        # the level is the machine's while the cell was timed: its own median run, not a stored scale
+        assert estimate.latency_ms == pytest.approx(estimate.raw_median_ms, rel=0.05)
+        assert estimate.stats["reference_median_ms"] > 1.2 and min(ratios) > 1.2
 
     machine = DriftingMachine(lambda step: 1.0 + step / 200)
-    raw, blocks = time_interleaved([machine.model(t) for t in truth], None,
-                                   MeasurementProtocol(warmup_runs=0, rounds=5, runs_per_round=3, extra_rounds=0,
-                                                       drift_correction=False, seed=0))
-    assert blocks == []
-    assert "reference_ms" not in raw[0].stats
+    raw = time_interleaved([machine.model(t) for t in truth], None,
+                           MeasurementProtocol(warmup_runs=0, rounds=5, runs_per_round=3, extra_rounds=0,
+                                               drift_correction=False, seed=0))
+    assert "reference_median_ms" not in raw[0].stats
+    assert all(e.latency_ms == e.raw_median_ms for e in raw)
+
+
+def test_each_cell_is_handed_back_the_moment_its_rounds_are_done():
+    events = []
+
+    class Cells:  # loads a cell when the protocol reads it, as the profilers do
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, index):
+            events.append(("load", index))
+            return lambda runs: np.full(runs, 1.0 + index)
+
+    protocol = MeasurementProtocol(warmup_runs=0, rounds=3, runs_per_round=2, extra_rounds=0, group_size=3,
+                                   drift_correction=False, seed=0)
+    estimates = time_interleaved(Cells(), None, protocol, on_done=lambda i, e: events.append(("done", i)))
+    assert [e.latency_ms for e in estimates] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert sorted(i for kind, i in events if kind == "done") == list(range(6))
+    # finished cells come back while later ones have not even been loaded, so an interruption keeps them
+    assert events.index(("done", 0)) < events.index(("load", 5))
+    loaded = done = most_in_rotation = 0
+    for kind, _ in events:
+        loaded, done = loaded + (kind == "load"), done + (kind == "done")
+        most_in_rotation = max(most_in_rotation, loaded - done)
+    assert most_in_rotation <= 3
 
 
 def test_an_outlier_round_is_rejected_and_counted():
@@ -59,10 +96,11 @@ def test_an_outlier_round_is_rejected_and_counted():
         return np.full(runs, 10.0 if calls["n"] == 3 else 2.0)
 
     protocol = MeasurementProtocol(warmup_runs=0, rounds=6, runs_per_round=2, extra_rounds=0, drift_correction=False)
-    (estimate,), _ = time_interleaved([cell], None, protocol)
+    (estimate,) = time_interleaved([cell], None, protocol)
     assert estimate.latency_ms == 2.0
     assert estimate.stats["rounds_rejected"] == 1
     assert estimate.spread_ms == 0.0
+    assert estimate.raw_spread_ms > 0  # the raw rounds keep the slow one
     assert not estimate.flagged
 
 
@@ -76,7 +114,7 @@ def test_a_cell_whose_rounds_keep_disagreeing_is_repeated_then_flagged():
     steady = lambda runs: np.full(runs, 2.0)  # noqa: E731
     protocol = MeasurementProtocol(warmup_runs=0, rounds=3, runs_per_round=1, extra_rounds=4,
                                    max_relative_spread=0.05, drift_correction=False)
-    (wild_estimate, steady_estimate), _ = time_interleaved([wild, steady], None, protocol)
+    wild_estimate, steady_estimate = time_interleaved([wild, steady], None, protocol)
     assert wild_estimate.flagged and wild_estimate.stats["rounds"] == 7
     assert not steady_estimate.flagged and steady_estimate.stats["rounds"] == 3
     assert wild_estimate.spread_ms > 0
@@ -108,15 +146,49 @@ def test_measure_stores_as_it_goes_and_reuses_stored_measurements(tmp_path, tiny
     first = measure(tiny_local_cpu, "nb201", archs[:2], store=store)
     assert [m.source for m in first] == ["measured", "measured"]
     assert all(m.latency_ms > 0 and m.settings["threads"] == 1 for m in first)
-    # the reference model's own measurement fixes the store's scale
-    reference = store.get("local-cpu", first[0].settings, "nb201", space.to_string(reference_arch("nb201")))
-    assert reference is not None and reference.latency_ms == first[0].stats["reference_ms"]
+    assert all(m.raw_median_ms > 0 and m.raw_spread_ms >= 0 for m in first)
+    assert len(store) == 2  # the cells only: no reference row holds a scale
 
     second = measure(tiny_local_cpu, "nb201", archs + [archs[0]], store=store)
     assert [m.source for m in second] == ["stored", "stored", "measured", "stored"]
-    assert second[0].latency_ms == first[0].latency_ms
-    assert second[2].stats["reference_ms"] == reference.latency_ms
+    assert second[0].latency_ms == first[0].latency_ms and second[0].raw_median_ms == first[0].raw_median_ms
     assert {m.arch for m in store.all(device="local-cpu", space="nb201")} >= {m.arch for m in second}
+
+
+class SimulatedProfiler(InterleavedProfiler):
+    """A device without noise whose speed a test sets: a cell takes 1 ms per convolution
+    (plus 1 ms) times ``speed``; nothing is exported."""
+
+    speed = 1.0
+
+    def check_available(self):
+        pass
+
+    def load(self, onnx_path):
+        raise AssertionError("the simulated device loads no ONNX files")
+
+    def _export_and_load(self, space, arch, folder, name):
+        true_ms = 1.0 + sum("conv" in op for op in arch)
+        return lambda runs: np.full(runs, true_ms * SimulatedProfiler.speed)
+
+
+@pytest.fixture
+def simulated(monkeypatch):
+    monkeypatch.setitem(PROFILERS, "simulated", SimulatedProfiler)
+    monkeypatch.setattr(SimulatedProfiler, "kind", "simulated")
+    monkeypatch.setattr(SimulatedProfiler, "speed", 1.0)
+    return Device("simulated", "a noiseless simulated device", "cpu", "simulated", dict(TINY))
+
+
+def test_a_latency_is_the_machines_level_when_timed_whatever_the_store_held_before(tmp_path, simulated):
+    space = get_space("nb201")
+    early, late = space.from_index(1), space.from_index(2)
+    measure(simulated, "nb201", [early], store=tmp_path / "a.db")
+    SimulatedProfiler.speed = 1.5  # from now on a user timing the model gets 1.5x
+    (in_used_store,) = measure(simulated, "nb201", [late], store=tmp_path / "a.db")
+    (in_fresh_store,) = measure(simulated, "nb201", [late], store=tmp_path / "b.db")
+    assert in_used_store.latency_ms == pytest.approx(in_fresh_store.latency_ms, rel=1e-9)
+    assert in_used_store.latency_ms == pytest.approx(in_used_store.raw_median_ms, rel=1e-9)
 
 
 def test_store_false_neither_reads_nor_writes(tmp_path, tiny_local_cpu, monkeypatch):
