@@ -44,7 +44,9 @@ def register(subparsers) -> None:
                     "on the device (when it can be measured) and return the most accurate one whose MEASURED "
                     "latency meets it.")
     parser.add_argument("--space", default="nb201", choices=list_spaces(), help="search space (default nb201)")
-    parser.add_argument("--device", required=True, help="catalog device ('nas devices list')")
+    parser.add_argument("--device", required=True,
+                        help="catalog device ('nas devices list', yours with 'nas devices add'), or any name "
+                             "with --measurements: the result is then a prediction for that device")
     parser.add_argument("--latency", required=True, help="latency budget, e.g. 14ms, 0.02s")
     parser.add_argument("--dataset", default=None,
                         help="task the accuracy is for (nb201: cifar10, cifar100, imagenet16-120; default cifar100 for nb201)")

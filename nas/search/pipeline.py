@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from nas import package_versions
 from nas.budget import parse_latency_ms
-from nas.devices import Device, get_device
+from nas.devices import Device, get_device, resolve_device
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.search.accuracy import get_accuracy_estimator
 from nas.search.base import Candidate, SearchProblem
@@ -352,7 +352,8 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             and (_default_evaluations(strategy) or 0) > accuracy.default_evaluations:
         options["num_evaluations"] = accuracy.default_evaluations  # a costly estimator: a count that finishes
     searcher = get_strategy(strategy, seed=seed, **options)
-    device = get_device(device) if isinstance(device, str) else device
+    # a device outside the catalog can be searched for on measurements made elsewhere
+    device = resolve_device(device, unlisted_ok=measurements is not None) if isinstance(device, str) else device
     if device.spaces and space not in device.spaces:
         raise UserInputError(f"device {device.name!r} has data only for {', '.join(device.spaces)}, "
                              f"not space {space!r}")
@@ -392,6 +393,8 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                  f"{device.name}, where the candidates are verified (give --device the device it came from, or "
                  f"add a device column as 'nas profile --out' writes)")
         samples_device = samples_device or f"{device.name} (assumed: not stated in the measurements)"
+        if not device.listed:
+            _store_given(device, space, samples, store)
     elif unmeasurable:
         raise unmeasurable if isinstance(unmeasurable, DeviceUnavailableError) else \
             DeviceUnavailableError(ways_forward(device, space, str(unmeasurable)))
@@ -450,6 +453,9 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                   accuracy_source=accuracy.description or type(accuracy).__name__,
                   num_evaluations=problem.num_evaluations, model=None, num_classes=accuracy.num_classes,
                   measurable=unmeasurable is None, searched=searched, samples_device=samples_device)
+    if not device.listed:
+        common["unverified_reason"] = (f"{device.name} is not in the catalog, so nothing can be verified; "
+                                       f"'nas devices add {device.name} --profiler KIND' makes it measurable")
 
     def finish(outcome: SearchOutcome) -> SearchOutcome:
         outcome.device_samples = device_samples
@@ -589,3 +595,12 @@ def _why_not_measurable(device: Device) -> UserInputError | None:
     except UserInputError as error:
         return error
     return None
+
+
+def _store_given(device: Device, space: str, samples: Mapping[str, float], store: Any) -> None:
+    """Keep measurements given for a device outside the catalog in the store, under its name."""
+    from nas.profilers.protocol import _open_store
+
+    opened = _open_store(store)
+    if opened is not None:
+        opened.put_latencies(device, {}, space, dict(samples), source="imported")
