@@ -37,10 +37,10 @@ VALUE_RANGE = (128, 256)
 class RecallTask:
     """Shape of the task and of its training run."""
 
-    num_pairs: int = 16
-    num_queries: int = 16
-    train_steps: int = 300
-    batch_size: int = 32
+    num_pairs: int = 8
+    num_queries: int = 8
+    train_steps: int = 200
+    batch_size: int = 16
     learning_rate: float = 3e-3
     test_sequences: int = 256
     seed: int = 0

@@ -31,7 +31,7 @@ from nas.slm.corpus import VOCAB_SIZE
 class TrainingConfig:
     """One short training run. ``tokens`` is the fixed budget every candidate gets."""
 
-    tokens: int = 81_920
+    tokens: int = 40_960
     batch_size: int = 8
     context: int = 128
     learning_rate: float = 3e-3
