@@ -15,9 +15,14 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "profile", help=HELP,
-        description="Measure architectures on a catalog device. Every measurement is stored as soon as it is "
-                    "made (in --store, default $NAS_STORE or ~/.cache/nas/measurements.db); stored ones are "
-                    "not measured again.")
+        description="Measure architectures on a catalog device. latency_ms is the median of per-run ONNX Runtime "
+                    "timings on the device, what timing the model with plain ONNX Runtime there gives; drift "
+                    "correction (a reference model timed around each cell) steadies the ranking without moving "
+                    "that level. spread_ms is the standard deviation of its rounds; raw_median_ms and "
+                    "raw_spread_ms are the same without correction. Cells are timed in interleaved rounds, "
+                    "--group-size at a time, and each is stored (in --store, default $NAS_STORE or "
+                    "~/.cache/nas/measurements.db) the moment its own rounds are done, so an interrupted run "
+                    "keeps every finished cell; stored ones are not measured again.")
     parser.add_argument("--device", required=True, help="catalog device name ('nas devices list')")
     parser.add_argument("--space", required=True, choices=list_spaces())
     which = parser.add_argument_group("which architectures (default: --num 20 sampled with --seed)")
@@ -41,9 +46,12 @@ def register(subparsers) -> None:
     settings.add_argument("--rounds", type=int, help="interleaved rounds per cell")
     settings.add_argument("--runs-per-round", type=int, help="timed runs of a cell per round")
     settings.add_argument("--warmup-runs", type=int, help="untimed runs of each model first")
-    settings.add_argument("--group-size", type=int, help="cells measured together, then stored (default 10)")
+    settings.add_argument("--group-size", type=int,
+                          help="cells in the interleaved rotation at once (default 10); each is stored when its "
+                               "own rounds are done")
     settings.add_argument("--no-drift-correction", action="store_true",
-                          help="do not time the reference model around each cell")
+                          help="do not time the reference model around each cell (latency_ms is then the raw "
+                               "median of the kept rounds' runs)")
     parser.set_defaults(handler=_profile)
 
 
@@ -103,13 +111,17 @@ def _sample(search_space, num: int, rng) -> list[tuple[str, ...]]:
 
 
 def _print_table(results) -> None:
-    rows = [("arch", "latency_ms", "spread_ms", "flagged", "source")]
-    rows += [(m.arch, f"{m.latency_ms:.3f}", f"{m.spread_ms:.3f}", "yes" if m.flagged else "", m.source)
+    rows = [("arch", "latency_ms", "spread_ms", "raw_median_ms", "flagged", "source")]
+    rows += [(m.arch, f"{m.latency_ms:.3f}", f"{m.spread_ms:.3f}",
+              "" if m.raw_median_ms is None else f"{m.raw_median_ms:.3f}", "yes" if m.flagged else "", m.source)
              for m in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.rjust(w) if 0 < i < 3 else cell.ljust(w)
+        print("  ".join(cell.rjust(w) if 0 < i < 4 else cell.ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    if any(m.raw_median_ms is not None for m in results):
+        print("latency_ms: median of per-run ONNX Runtime timings, drift-corrected without moving the level; "
+              "raw_median_ms: uncorrected; spread_ms: standard deviation of the rounds (ms)")
     flagged = sum(m.flagged for m in results)
     if flagged:
         print(f"{flagged} measurement(s) flagged: their rounds still disagreed by more than the allowed spread; "

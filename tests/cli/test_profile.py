@@ -1,6 +1,7 @@
 """``nas profile``: measuring, skipping what is stored, surviving a kill."""
 
 import csv
+import json
 import signal
 import sqlite3
 import subprocess
@@ -83,11 +84,32 @@ def stored_cells(db):
     if not db.exists():
         return 0
     try:
-        # the reference model's row is stored too; count the cells only
-        return sqlite3.connect(db, timeout=5).execute(
-            "SELECT COUNT(*) FROM measurements WHERE stats NOT LIKE '%is_reference%'").fetchone()[0]
+        return sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
     except sqlite3.OperationalError:  # table not created yet
         return 0
+
+
+def test_an_interrupted_run_keeps_the_cells_finished_mid_group(tmp_path):
+    db = tmp_path / "m.db"
+    # one group of 6 cells in 3 rounds: two enter per round, so the first two finish two rounds before the last
+    command = [sys.executable, "-m", "nas", "profile", "--device", "local-cpu", "--space", "nb201", "--num", "6",
+               "--seed", "2", "--store", str(db), "--group-size", "6", "--rounds", "3", "--runs-per-round", "10",
+               "--warmup-runs", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while stored_cells(db) < 1 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, error = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    assert process.returncode == 130 and "Traceback" not in error and "interrupted" in error
+    rows = sqlite3.connect(db).execute("SELECT latency_ms, raw_median_ms, stats FROM measurements").fetchall()
+    assert 1 <= len(rows) < 6
+    assert all(latency > 0 and raw > 0 and json.loads(stats)["rounds"] >= 3 for latency, raw, stats in rows)
 
 
 def test_a_killed_run_keeps_every_finished_measurement(tmp_path):
