@@ -85,6 +85,8 @@ class SearchOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready record (``result.json``, ``--json``)."""
+        from nas.profilers.base import LATENCY_STATISTIC
+
         return {
             "space": self.space, "device": self.device, "budget_ms": self.budget_ms, "status": self.status,
             "arch": self.arch, "accuracy": self.accuracy, "dataset": self.dataset,
@@ -93,6 +95,8 @@ class SearchOutcome:
             "predicted_interval_ms": list(self.predicted_interval_ms) if self.predicted_interval_ms else None,
             "interval_coverage": self.coverage,
             "measured_latency_ms": self.measured_latency_ms,
+            # what a measured latency is (a replayed device's is its recorded table value)
+            "measured_latency_statistic": LATENCY_STATISTIC,
             "device_samples": self.device_samples, "device_samples_reused": self.samples_reused,
             "strategy_samples": self.strategy_samples,
             "reference_source": self.reference_source,
