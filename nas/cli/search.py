@@ -47,7 +47,10 @@ def register(subparsers) -> None:
     parser.add_argument("--device", required=True,
                         help="catalog device ('nas devices list', yours with 'nas devices add'), or any name "
                              "with --measurements: the result is then a prediction for that device")
-    parser.add_argument("--latency", required=True, help="latency budget, e.g. 14ms, 0.02s")
+    parser.add_argument("--latency", required=True,
+                        help="latency budget, e.g. 14ms, 0.02s; a measured latency meets it when the median of "
+                             "per-run ONNX Runtime timings on the device (drift-corrected without moving its "
+                             "level; 'nas profile --help') plus its spread is within it")
     parser.add_argument("--dataset", default=None,
                         help="task the accuracy is for (nb201: cifar10, cifar100, imagenet16-120; default cifar100 for nb201)")
     parser.add_argument("--strategy", choices=list_strategies(), default=None,
