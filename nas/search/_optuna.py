@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import os
 import re
+import socket
 import sqlite3
 import sys
 import time
@@ -339,7 +340,10 @@ class OptunaSearch(SearchStrategy):
         if progress and resumed:
             progress(min(resumed, self.num_evaluations))
 
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+
         def objective(trial: optuna.Trial):
+            trial.set_user_attr("worker", worker)  # who ran which trial, in a study shared by several
             arch = tuple(trial.suggest_categorical(f"op{i}", list(ops)) for i, ops in enumerate(space.choices))
             candidate = problem.evaluate([arch])[0]
             trial.set_user_attr("space", problem.space)

@@ -1,0 +1,14 @@
+"""Fixtures shared by several test folders."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (skipped, saying how to get one, where none is installed)."""
+    from nas.postgresql import INSTALL_HINT, TemporaryPostgres, server_binaries
+
+    if server_binaries() is None:
+        pytest.skip(f"no PostgreSQL server on this machine: {INSTALL_HINT}")
+    with TemporaryPostgres() as server:
+        yield server
