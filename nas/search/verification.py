@@ -1,31 +1,46 @@
 """Spending a few device measurements so the returned architecture truly
 meets the budget, and is as accurate as the budget allows.
 
-The predictor is only roughly right near the budget, so candidates are
-verified on the device one measurement at a time:
+The predictor is only roughly right near the budget, and on a new device it
+is often wrong the same way for every candidate there (a few percent low,
+say). So candidates are verified on the device one measurement at a time,
+and the loop learns from each:
 
 1. the predictor's error on this device is calibrated on its own samples
-   (:class:`nas.search.calibration.CalibratedPredictor`);
-2. each step measures the candidate with the highest expected gain,
-   P(measured <= budget) x (accuracy - best accuracy already secured),
-   where, while nothing is secured, the gain counts from the most accurate
-   candidate whose interval upper bound meets the budget;
-3. every measurement re-adapts the predictor and joins the calibration, so
-   the next choice is sharper;
-4. while nothing measured meets the budget, the last measurement goes to the
-   most accurate candidate whose interval upper bound meets it;
-5. it stops early when no candidate can gain more than ``min_gain`` points.
+   (:class:`nas.search.calibration.CalibratedPredictor`), and every
+   measurement re-adapts it and joins the calibration;
+2. the verification measurements also give the predictor's *local bias*
+   near the budget (mean log of measured over predicted, shrunk towards 0),
+   which shifts every candidate's chance P(measured <= budget);
+3. a safety level, bisected: only candidates whose chance is at least the
+   level are measured. It starts at 0.5; a measurement over the budget
+   raises it halfway to the safe end (0.99), one that meets the budget
+   lowers it halfway back to the level of the last one over it, so the last
+   measurements land just under the budget;
+4. among the candidates at or above the level, the one with the highest
+   expected gain, P x (accuracy - best accuracy already secured), is
+   measured (while nothing is secured, the gain counts from the most
+   accurate candidate whose interval upper bound meets the budget); when no
+   candidate reaches the level, the likeliest one that still gains;
+5. while nothing measured meets the budget, the last measurement goes to
+   the most accurate candidate whose interval upper bound meets it;
+6. it stops early when no candidate can gain more than ``min_gain`` points.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from scipy.stats import norm
 
 from nas.search.base import Candidate
 from nas.search.calibration import CalibratedPredictor
+
+#: the bold and the safe end of the bisected safety level (chance of meeting the budget)
+SAFETY_LEVELS = (0.2, 0.99)
 
 #: measures architectures on the target device: one LatencyMeasurement (or anything with
 #: ``latency_ms`` and ``spread_ms``) per architecture, in order
@@ -78,7 +93,8 @@ def verify(candidates: Sequence[Candidate], budget_ms: float, predictor: Calibra
     each verification measurement. ``measure`` takes a list of architectures
     and returns their measurements. A candidate meets the budget when its
     measured latency plus the measurement's spread does. The choice is
-    ``Verification.best``.
+    ``Verification.best``; the order of measurements follows the
+    module docstring (bisected safety level, local bias).
     """
     space = predictor.search_space
     report = Verification(budget_ms)
@@ -94,33 +110,43 @@ def verify(candidates: Sequence[Candidate], budget_ms: float, predictor: Calibra
         i = max(meeting, key=lambda k: accuracy[k])
         report.free_incumbent = VerifiedCandidate(pool[i], predictor.samples[strings[i]],
                                                   predictor.samples[strings[i]])
+    log_budget = math.log(budget_ms)
+    bias = []  # log(measured / predicted before measuring) of each verification
+    level, bold = 0.5, SAFETY_LEVELS[0]
     for step in range(max_measurements):
-        predicted, _, high = predictor.predict_interval(archs, coverage)
-        p_meets = predictor.probability_within(archs, budget_ms)
+        predicted, _, upper = predictor.predict_interval(archs, coverage)
+        shift = float(np.sum(bias)) / (len(bias) + 1)  # shrunk towards no bias
+        p_meets = norm.cdf((log_budget - np.log(np.maximum(predicted, 1e-12)) - shift) / predictor.sigma)
         p_meets[measured] = 0.0
-        safe = (high <= budget_ms) & ~measured
+        safe = (upper * math.exp(max(shift, 0.0)) <= budget_ms) & ~measured
         incumbent = report.best
         if incumbent is not None:
-            gain = p_meets * np.maximum(accuracy - incumbent.candidate.accuracy, 0.0)
-            if gain.max() <= min_gain:
-                break
-            pick = int(np.argmax(gain))
+            baseline = incumbent.candidate.accuracy
         else:
             baseline = accuracy[safe].max() if safe.any() else accuracy.min()
-            gain = p_meets * np.maximum(accuracy - baseline, 0.0)
-            if (step == max_measurements - 1 or gain.max() <= min_gain) and safe.any():
-                pick = int(np.flatnonzero(safe)[np.argmax(accuracy[safe])])
-            elif gain.max() > 0:
-                pick = int(np.argmax(gain))
-            elif (~measured).any():  # nothing looks likely to meet it: try the likeliest
-                pick = int(np.argmax(np.where(measured, -1.0, p_meets)))
-            else:
-                break
+        gain = p_meets * np.maximum(accuracy - baseline, 0.0)
+        if incumbent is None and (step == max_measurements - 1 or gain.max() <= min_gain) and safe.any():
+            pick = int(np.flatnonzero(safe)[np.argmax(accuracy[safe])])  # secure something at the end
+        elif gain.max() > min_gain:
+            sure = (p_meets >= level) & (gain > min_gain)
+            if sure.any():
+                pick = int(np.flatnonzero(sure)[np.argmax(gain[sure])])
+            else:  # nothing reaches the safety level: the likeliest candidate that still gains
+                pick = int(np.argmax(np.where(gain > min_gain, p_meets, -1.0)))
+        elif incumbent is None and (~measured).any():  # nothing looks likely to meet it: try the likeliest
+            pick = int(np.argmax(np.where(measured, -1.0, p_meets)))
+        else:
+            break
         record = measure([archs[pick]])[0]
         latency_ms = float(record.latency_ms)
         measured[pick] = True
         verified = VerifiedCandidate(pool[pick], latency_ms, float(predicted[pick]), float(record.spread_ms))
         report.measured.append(verified)
+        bias.append(math.log(latency_ms / max(float(predicted[pick]), 1e-12)))
+        if verified.meets(budget_ms):  # bisect the safety level: bolder after a success ...
+            level = (bold + level) / 2
+        else:  # ... halfway to the safe end after a measurement over the budget
+            bold, level = level, (level + SAFETY_LEVELS[1]) / 2
         predictor.add(strings[pick], latency_ms)
         if on_measure:
             on_measure(verified)
