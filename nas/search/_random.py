@@ -21,11 +21,8 @@ class RandomSearch(SearchStrategy):
             picks = rng.choice(len(everything), size=min(self.num_evaluations, len(everything)), replace=False)
             archs = [everything[i] for i in picks]
         else:
-            archs = list(dict.fromkeys(problem.search_space.sample(rng) for _ in range(self.num_evaluations)))
-        candidates = problem.evaluate(archs)
-        if progress:
-            progress(len(candidates))
-        return SearchResult(self.name, candidates, problem.budget_ms)
+            archs = list(dict.fromkeys(problem.sample(rng) for _ in range(self.num_evaluations)))
+        return SearchResult(self.name, evaluate_in_rounds(problem, archs, progress), problem.budget_ms)
 
 
 class ExhaustiveSearch(SearchStrategy):
@@ -38,7 +35,18 @@ class ExhaustiveSearch(SearchStrategy):
         if everything is None:
             raise UserInputError(f"strategy 'exhaustive' needs a space whose architectures can be listed; "
                                  f"{problem.space} cannot. Use --strategy evolution or tpe")
-        candidates = problem.evaluate(list(everything))
+        return SearchResult(self.name, evaluate_in_rounds(problem, list(everything), progress), problem.budget_ms)
+
+
+def evaluate_in_rounds(problem: SearchProblem, archs: list, progress: ProgressCallback | None,
+                       round_size: int = 16) -> list:
+    """``problem.evaluate(archs)``; with a costly accuracy estimator, ``round_size`` at a
+    time, so progress is reported as the scoring goes."""
+    step = len(archs) if problem.accuracy.cheap else round_size
+    candidates = []
+    for start in range(0, len(archs), max(step, 1)):
+        scored = problem.evaluate(archs[start:start + step])
+        candidates += scored
         if progress:
-            progress(len(candidates))
-        return SearchResult(self.name, candidates, problem.budget_ms)
+            progress(len(scored))
+    return candidates

@@ -12,7 +12,7 @@ that has none: the search never guesses accuracy.
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,6 +35,18 @@ class AccuracyEstimator(abc.ABC):
     description: str = ""
     #: classes of the task the accuracy is for (sizes the exported classifier); None: the space's default
     num_classes: int | None = None
+    #: True for look-ups (a recorded table): a search may score a whole listable space at once
+    cheap: bool = True
+    #: architectures a strategy scores when not told (None: the strategy's own default); a costly
+    #: estimator (a network run per architecture) names a count that finishes in minutes
+    default_evaluations: int | None = None
+
+    #: where long work is reported, a line at a time (``nas search`` sets it to stderr); None: silent
+    report: Callable[[str], None] | None = None
+
+    def announce(self) -> str | None:
+        """What the first :meth:`estimate` will spend long on, and why (e.g. training a network), or None."""
+        return None
 
     @abc.abstractmethod
     def estimate(self, archs: Sequence[Arch]) -> np.ndarray:
@@ -54,7 +66,11 @@ def get_accuracy_estimator(space: str, **options) -> AccuracyEstimator:
             f"rank architectures. Spaces that have one: {', '.join(list_accuracy_spaces())}. "
             f"Search one of those, or register an estimator with "
             f"nas.search.accuracy.register_accuracy_estimator({space!r})")
-    return ESTIMATORS[space](**options)
+    try:
+        return ESTIMATORS[space](**options)
+    except TypeError as error:  # an option this space's estimator does not take
+        raise UserInputError(f"the {space} accuracy estimator does not take these options "
+                             f"({', '.join(sorted(options))}): {error}") from None
 
 
 class NB201TableAccuracy(AccuracyEstimator):

@@ -130,10 +130,13 @@ class SearchOutcome:
         if self.status == VERIFIED:
             lines.append(f"measured latency: {self.measured_latency_ms:.2f} ms on {self.device} "
                          f"-- meets the {self.budget_ms:g} ms budget")
-        if self.reference_sample:
-            lines.append(f"note: this is one of the {self.samples_device or self.device} reference samples measured "
-                         f"before the search to adapt the predictor, not an architecture the strategy found: "
-                         f"{self._why_reference()}")
+            if self.predicted_interval_ms[1] > self.budget_ms:
+                lines.append(f"  (its predicted interval crosses the budget: it was measured because it was likely "
+                             f"enough to meet it, and the measurement decides)")
+            if self.reference_sample:
+                lines.append(f"note: this is one of the reference samples measured on "
+                             f"{self.samples_device or self.device} before the search to adapt the predictor, "
+                             f"not an architecture the strategy found: {self._why_reference()}")
         elif self.status == PREDICTED:
             why = self.unverified_reason or ("--verify 0" if self.measurable
                                              else f"{self.device} cannot be measured from here")
@@ -344,7 +347,9 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
 
         check_output_dir(out)  # before the work: a long search must not end in an unwritable folder
     search_space = get_space(space)
-    accuracy_options = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
+    # data_dir is where a named dataset lives: without --dataset it is the strategy's (proxyless --data)
+    accuracy_options = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir if dataset else None))
+                        if v is not None}
     accuracy = get_accuracy_estimator(space, **accuracy_options)
     if not (isinstance(verify_max, int) and verify_max >= 0):
         raise UserInputError(f"--verify must be a whole number >= 0, got {verify_max!r}")
@@ -421,7 +426,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                     f"can verify only those)")
         if progress:
             _say(f"{device.name} replays recorded latencies: searching {searched[4:]}")
-    if progress:
+    if progress and not searcher.needs_data:  # a strategy that trains a network scores with it
         announced = accuracy.announce()
         if announced:
             _say(announced)
