@@ -20,7 +20,7 @@ import sys
 from nas.errors import UserInputError
 
 #: modules under ``nas.cli`` that add subcommands, in help order
-SUBCOMMAND_MODULES = ("search", "predictor", "profile", "export", "devices", "agent")
+SUBCOMMAND_MODULES = ("search", "quantize", "predictor", "profile", "export", "devices", "agent")
 
 
 class _Parser(argparse.ArgumentParser):
