@@ -46,7 +46,38 @@ def export_arch(space: str, arch: Arch | str, path: str | os.PathLike, *,
     """
     search_space = get_space(space)
     arch = search_space.from_string(arch) if isinstance(arch, str) else search_space.validate(arch)
+    if space == "slm":
+        return export_slm(arch, path, model=model, seed=seed, prefill=False)[0]
     if model is None:
         torch.manual_seed(seed)
         model = search_space.build(arch)
     return export_module(model, search_space.input_shape, path)
+
+
+def prefill_path(decode_path: str | os.PathLike) -> Path:
+    """Where the prefill graph of an slm decode graph ``X.onnx`` goes: ``X.prefill.onnx``."""
+    path = Path(decode_path)
+    return path.with_name(f"{path.stem}.prefill.onnx")
+
+
+def export_slm(arch: Arch | str, path: str | os.PathLike, *, model: nn.Module | None = None, seed: int = 0,
+               prompt_length: int = 512, prefill: bool = True) -> list[Path]:
+    """Export an ``slm`` architecture: the one-token decode graph at ``path``
+    and (``prefill``) the prefill graph for ``prompt_length``-token prompts at
+    :func:`prefill_path` (see :mod:`nas.search_space.slm.graphs` for their inputs and outputs)."""
+    from nas.errors import UserInputError
+    from nas.search_space.slm.graphs import export_decode, export_prefill
+
+    search_space = get_space("slm")
+    arch = search_space.from_string(arch) if isinstance(arch, str) else search_space.validate(arch)
+    if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or prompt_length < 1:
+        raise UserInputError(f"the prompt length must be a positive integer, not {prompt_length!r}")
+    if model is None:
+        torch.manual_seed(seed)
+        model = search_space.build(arch)
+    model = model.eval()
+    metadata = {"nas.slm.arch": search_space.to_string(arch)}
+    paths = [export_decode(model, path, metadata)]
+    if prefill:
+        paths.append(export_prefill(model, prefill_path(path), prompt_length, metadata))
+    return paths

@@ -91,3 +91,8 @@ class OnnxRuntimeProfiler(InterleavedProfiler):
 
     def load(self, onnx_path: Path) -> Timer:
         return OnnxRuntimeModel(onnx_path, **self.runtime)
+
+    def load_sequence_model(self, onnx_path: Path, settings: dict) -> Timer:
+        from nas.search_space.slm.runtime import SlmTimer
+
+        return SlmTimer(onnx_path, context_length=settings["context_length"], **self.runtime)

