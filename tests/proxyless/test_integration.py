@@ -18,8 +18,9 @@ def test_strategy_and_estimator_are_registered():
     assert "proxyless" in list_strategies()
     estimator = get_accuracy_estimator("fbnet", dataset="digits")
     assert isinstance(estimator, SupernetAccuracy)
-    # NB201's dataset names (the CLI's default) do not apply: digits, and the description says so
-    assert "does not apply" in get_accuracy_estimator("fbnet", dataset="cifar100").description
+    # NB201's dataset names do not apply to fbnet: refused with the names that do
+    with pytest.raises(UserInputError, match="does not apply to fbnet.*digits"):
+        get_accuracy_estimator("fbnet", dataset="cifar100")
     with pytest.raises(UserInputError, match="mnist"):
         get_accuracy_estimator("fbnet", data="mnist")
 
@@ -70,6 +71,10 @@ def test_nas_search_returns_the_trained_network_and_its_test_accuracy(tiny_digit
     # its accuracy is the retrained network's, and says so; a replayed device times nothing for the strategy
     assert record["accuracy_source"] == "validation accuracy of the network the strategy retrained"
     assert record["strategy_samples"] == 0 and "by the strategy" not in outcome.summary()
+    # one supernet epoch on 96 images: a retrained network near chance is warned about
+    near_chance = record["test_accuracy"] <= 19.0
+    assert any("near chance" in w for w in record["warnings"]) == near_chance
+    assert ("warning: the retrained network's test accuracy" in outcome.summary()) == near_chance
 
 
 def test_a_measurable_device_pins_the_strategys_table_with_anchors(tiny_digits, monkeypatch, tmp_path):
@@ -95,3 +100,46 @@ def test_a_measurable_device_pins_the_strategys_table_with_anchors(tiny_digits, 
     assert fit["vs_measured"]["spearman"] > 0.95
     with pytest.raises(UserInputError, match="latency-loss"):
         ProxylessStrategy(latency_loss="square")
+
+
+def test_shared_forward_passes_score_exactly_like_one_network_at_a_time(tiny_digits):
+    import torch
+
+    from nas.proxyless.integration import recalibrate_batchnorm, shared_weight_accuracy
+    from nas.proxyless.train import accuracy_percent
+
+    torch.manual_seed(0)
+    supernet = ProxylessSupernet(10)
+    for module in supernet.modules():  # paths that differ (a fresh supernet starts with all paths alike)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    space = get_space("fbnet")
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(3)]
+    archs += [space.mutate(archs[0], rng), archs[0][:11] + archs[1][11:]]  # shared prefixes
+    calibration = [images for images, _ in tiny_digits.loader("train", 32)][:2]
+    images = torch.cat([x for x, _ in tiny_digits.loader("val", 64)])
+    labels = torch.cat([y for _, y in tiny_digits.loader("val", 64)])
+    together = shared_weight_accuracy(supernet, archs, calibration, images, labels, rows=32)
+    alone = []
+    for arch in archs:
+        supernet.set_arch(arch)
+        recalibrate_batchnorm(supernet, [(x, None) for x in calibration], len(calibration))
+        alone.append(accuracy_percent(supernet, tiny_digits.loader("val", 32)))
+    # the same kernels on differently sized batches: at most one image's prediction may tip
+    assert np.allclose(together, alone, atol=100 / len(images) + 1e-9)
+
+
+def test_first_use_training_is_announced_with_its_estimated_time(tiny_digits, monkeypatch, tmp_path):
+    monkeypatch.setenv("NAS_CACHE", str(tmp_path))
+    estimator = SupernetAccuracy(data=tiny_digits, epochs=1)
+    said = estimator.announce()
+    assert "training the fbnet accuracy supernet first (1 epochs)" in said
+    assert "min on this machine" in said and str(tmp_path) in said
+    assert estimator.cheap is False and estimator.default_evaluations <= 300
+    lines = []
+    estimator.report = lines.append
+    estimator.estimate([get_space("fbnet").default_arch()])
+    assert lines and lines[-1].startswith("fbnet accuracy supernet: epoch 1/1")
+    assert SupernetAccuracy(data=tiny_digits, epochs=1).announce() is None  # trained and kept: nothing to wait for
