@@ -38,11 +38,12 @@ def export_module(model: nn.Module, input_shape: tuple[int, ...], path: str | os
 
 
 def export_arch(space: str, arch: Arch | str, path: str | os.PathLike, *,
-                model: nn.Module | None = None, seed: int = 0) -> Path:
+                model: nn.Module | None = None, seed: int = 0, num_classes: int | None = None) -> Path:
     """Export an architecture of ``space`` to ONNX.
 
     ``arch`` is a tuple or canonical string. Without ``model`` the network is
-    freshly initialised from ``seed`` (weights are not trained).
+    freshly initialised from ``seed`` (weights are not trained) with a
+    classifier of ``num_classes`` outputs (default: the space's, e.g. 10 for nb201).
     """
     search_space = get_space(space)
     arch = search_space.from_string(arch) if isinstance(arch, str) else search_space.validate(arch)
@@ -50,7 +51,7 @@ def export_arch(space: str, arch: Arch | str, path: str | os.PathLike, *,
         return export_slm(arch, path, model=model, seed=seed, prefill=False)[0]
     if model is None:
         torch.manual_seed(seed)
-        model = search_space.build(arch)
+        model = search_space.build(arch, num_classes=num_classes)
     return export_module(model, search_space.input_shape, path)
 
 

@@ -53,3 +53,39 @@ def test_cli_export_writes_a_runnable_model(tmp_path, capsys):
 def test_cli_export_rejects_a_bad_arch(tmp_path, capsys):
     assert main(["export", "--space", "nb201", "--arch", "|conv~0|", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "not a nb201 architecture" in capsys.readouterr().err
+
+
+def _logits_shape(path):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {INPUT_NAME: np.zeros((2, 3, 32, 32), np.float32)})[0].shape
+
+
+def test_cli_export_takes_the_class_count_from_classes_dataset_or_a_search_result(tmp_path, capsys):
+    import json
+
+    space = get_space("nb201")
+    arch = space.to_string(space.from_index(9))
+    assert main(["export", "--space", "nb201", "--arch", arch, "--classes", "100", "--out", str(tmp_path / "a.onnx")]) == 0
+    assert _logits_shape(tmp_path / "a.onnx") == (2, 100) and "[batch,100]" in capsys.readouterr().out
+    assert main(["export", "--space", "nb201", "--arch", arch, "--dataset", "imagenet16-120",
+                 "--out", str(tmp_path / "b.onnx")]) == 0
+    assert _logits_shape(tmp_path / "b.onnx") == (2, 120)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text(json.dumps({"space": "nb201", "arch": arch, "num_classes": 100}))
+    assert main(["export", "--result", str(tmp_path / "run"), "--out", str(tmp_path / "c.onnx")]) == 0
+    assert _logits_shape(tmp_path / "c.onnx") == (2, 100)
+
+
+def test_cli_export_refuses_contradictions_and_a_missing_architecture(tmp_path, capsys):
+    import json
+
+    arch = get_space("nb201").to_string(get_space("nb201").from_index(9))
+    assert main(["export", "--space", "nb201", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--result" in capsys.readouterr().err
+    assert main(["export", "--space", "nb201", "--arch", arch, "--classes", "10", "--dataset", "cifar100",
+                 "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "contradicts" in capsys.readouterr().err
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"space": "nb201", "arch": None, "status": "over_budget"}))
+    assert main(["export", "--result", str(result), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "names no architecture" in capsys.readouterr().err
