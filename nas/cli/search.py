@@ -52,12 +52,14 @@ def register(subparsers) -> None:
                              "per-run ONNX Runtime timings on the device (drift-corrected without moving its "
                              "level; 'nas profile --help') plus its spread is within it")
     parser.add_argument("--dataset", default=None,
-                        help="task the accuracy is for (nb201: cifar10, cifar100, imagenet16-120; default cifar100 for nb201)")
+                        help="task the accuracy is for (nb201: cifar10, cifar100 (default), imagenet16-120; fbnet: "
+                             "the supernet's data, digits (default, bundled), cifar10 or imagefolder with --data-dir)")
     parser.add_argument("--strategy", choices=list_strategies(), default=None,
                         help="search strategy (default: exhaustive where the predictor can score the whole space, "
                              "as for nb201; else evolution)")
     parser.add_argument("--evaluations", type=int, default=None, metavar="N",
-                        help="architectures the strategy may score with the predictor (strategy default if omitted)")
+                        help="architectures the strategy may score (default: the strategy's, e.g. 3000 for evolution; "
+                             "200 where each is a network run, as with fbnet's supernet estimator)")
     parser.add_argument("--seed", type=int, default=0, help="search and weight-initialisation seed (default 0)")
     parser.add_argument("--verify", type=int, default=10, metavar="N",
                         help="at most N verification measurements on the device (default 10; 0: trust the prediction)")
@@ -66,7 +68,8 @@ def register(subparsers) -> None:
                              "instead of measuring them")
     parser.add_argument("--store", metavar="PATH",
                         help="SQLite measurement store (default $NAS_STORE or ~/.cache/nas/measurements.db)")
-    parser.add_argument("--data-dir", metavar="DIR", help="training data, for strategies that train a network")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="training data, for strategies that train a network and for fbnet's --dataset")
     parser.add_argument("--out", metavar="DIR", help="write model.onnx, result.json and summary.txt here")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     parser.set_defaults(handler=_search, strategy_dests=_strategy_option_groups(parser),
@@ -111,7 +114,7 @@ def _search(args) -> int:
         outcome = search_under_budget(args.space, args.device, args.latency, dataset=args.dataset,
                                       strategy=args.strategy, strategy_options=options, seed=args.seed,
                                       verify_max=args.verify, measurements=args.measurements, store=args.store,
-                                      progress=True)
+                                      progress=True, data_dir=args.data_dir)
     except KeyboardInterrupt:
         _explain_resume(args)
         return 130

@@ -67,3 +67,17 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
     monkeypatch.setattr("nas.search.search_under_budget", interrupted)
     assert main(["search", "--device", "pixel2", "--latency", "14ms"]) == 130
     assert "run the same command again" in capsys.readouterr().err
+
+
+def test_a_dataset_fbnet_cannot_use_is_refused_with_the_allowed_ones(capsys):
+    assert main(["search", "--space", "fbnet", "--device", "pixel2", "--latency", "30ms",
+                 "--dataset", "cifar100"]) == 2
+    message = capsys.readouterr().err
+    assert "--dataset cifar100 does not apply to fbnet" in message and "digits" in message
+
+
+def test_progress_lines_are_printed_when_stderr_is_not_a_terminal(capsys):
+    assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", "evolution",
+                 "--evaluations", "300", "--verify", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "searching (evolution): 300/300 architectures" in err and "elapsed" in err

@@ -11,6 +11,7 @@ from nas.devices import get_device
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.predictors import reference_archs
 from nas.search import search_under_budget
+from nas.search.accuracy import AccuracyEstimator
 from nas.search_space import get_space
 
 
@@ -86,3 +87,120 @@ def test_local_cpu_search_measures_for_real_and_reuses_the_store(tmp_path):
     assert outcome.device_samples == 10 + len(outcome.verification) and outcome.samples_reused == 0
     again = search_under_budget("nb201", device, "1000ms", verify_max=0, store=store)
     assert again.samples_reused == again.device_samples == 10
+
+
+class FlopsAccuracy(AccuracyEstimator):
+    """A cheap stand-in for fbnet's supernet estimator: more multiply-accumulates, more accurate."""
+
+    space = "fbnet"
+    description = "accuracy rising with FLOPs (test estimator)"
+    num_classes = 100
+
+    def __init__(self, cheap: bool = True, default_evaluations: int | None = None):
+        self.cheap, self.default_evaluations = cheap, default_evaluations
+
+    def estimate(self, archs):
+        space = get_space("fbnet")
+        return np.array([20.0 + 10.0 * np.log10(space.flops(a)) for a in archs])
+
+
+@pytest.fixture
+def flops_fbnet(monkeypatch):
+    from nas.search import accuracy
+
+    monkeypatch.setitem(accuracy.ESTIMATORS, "fbnet", lambda **options: FlopsAccuracy())
+
+
+@pytest.mark.parametrize("strategy, evaluations", [("evolution", 150), ("random", 150), ("tpe", 30), ("nsga2", 30)])
+def test_a_replayed_device_searches_the_architectures_its_table_holds(flops_fbnet, strategy, evaluations):
+    space = get_space("fbnet")
+    recorded = set(space.measured_archs())
+    references = {space.to_string(a) for a in reference_archs("fbnet")}
+    outcome = search_under_budget("fbnet", "pixel2", "30ms", strategy=strategy, verify_max=5,
+                                  strategy_options={"num_evaluations": evaluations})
+    assert "5,000 fbnet architectures recorded for pixel2" in outcome.summary()
+    # candidates come from the table, so the device can verify them: verification happens
+    assert outcome.verification and all(space.from_string(v["arch"]) in recorded for v in outcome.verification)
+    assert outcome.status == "verified" and outcome.measured_latency_ms <= 30
+    assert outcome.arch not in references or "not an architecture the strategy found" in outcome.summary()
+    assert outcome.to_dict()["found_by"] == ("reference_sample" if outcome.arch in references else "search")
+
+
+def test_a_reference_sample_returned_as_the_result_is_labelled_as_one(recorded_ms, monkeypatch):
+    from nas.search import accuracy
+
+    space = get_space("nb201")
+    references = {space.to_string(a) for a in reference_archs("nb201")}
+
+    class ReferencesBest(accuracy.NB201TableAccuracy):
+        def estimate(self, archs):  # the reference samples outrank every other cell
+            return np.array([99.0 if space.to_string(a) in references else 1.0 for a in archs])
+
+    monkeypatch.setitem(accuracy.ESTIMATORS, "nb201", lambda dataset="cifar100": ReferencesBest(dataset))
+    outcome = search_under_budget("nb201", "pixel2", "14ms")
+    assert outcome.arch in references and outcome.reference_sample
+    assert outcome.to_dict()["found_by"] == "reference_sample"
+    assert "reference samples measured on pixel2 before the search" in outcome.summary()
+
+
+def test_the_fallback_to_a_reference_sample_after_over_budget_verifications_is_explained():
+    from nas.search.pipeline import SearchOutcome
+
+    over = {"arch": "x", "accuracy": 70.0, "predicted_latency_ms": 13.0, "predicted_high_ms": 13.9,
+            "measured_latency_ms": 15.0, "spread_ms": 0.0, "meets_budget": False}
+    outcome = SearchOutcome("nb201", "pixel2", 14.0, "cifar100", "exhaustive", 0, "verified", "|a|", 60.0, 12.0,
+                            (11.0, 13.0), 0.9, 12.5, 12, 0, "10 replayed", "table", verification=[over, over],
+                            reference_sample=True, samples_device="pixel2")
+    assert "every verified candidate of the search (2) was over budget" in outcome.summary()
+    assert "falls back to the most accurate reference sample" in outcome.summary()
+
+
+def test_measurements_of_another_device_are_refused_and_unnamed_ones_recorded(tmp_path, recorded_ms):
+    space = get_space("nb201")
+    rows = [(space.to_string(a), recorded_ms("pixel3", a)) for a in reference_archs("nb201")]
+    named = tmp_path / "pixel3.csv"
+    named.write_text("arch,latency_ms,device\n" + "".join(f"{a},{ms},pixel3\n" for a, ms in rows))
+    with pytest.raises(UserInputError, match="measurements of pixel3.*--device is pixel2"):
+        search_under_budget("nb201", "pixel2", "14ms", measurements=named)
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("arch,latency_ms\n" + "".join(f"{a},{ms}\n" for a, ms in rows))
+    record = search_under_budget("nb201", "pixel2", "14ms", measurements=unnamed, verify_max=3).to_dict()
+    assert "assumed" in record["reference_samples_device"] and record["verification_device"] == "pixel2"
+    same = search_under_budget("nb201", "pixel3", "14ms", measurements=named, verify_max=3).to_dict()
+    assert same["reference_samples_device"] == "pixel3" == same["verification_device"]
+
+
+def test_result_records_the_class_count_and_a_chance_level_network_is_warned_about(tmp_path):
+    from nas.search.pipeline import chance_level_warning
+
+    outcome = search_under_budget("nb201", "pixel2", "14ms", dataset="cifar100", verify_max=2, out=tmp_path)
+    assert json.loads((tmp_path / "result.json").read_text())["num_classes"] == 100 == outcome.num_classes
+    assert outcome.warnings == []
+    assert "near chance (10.0% for 10 classes)" in chance_level_warning(12.5, 10, "test accuracy")
+    assert chance_level_warning(60.0, 10, "test accuracy") is None
+    assert chance_level_warning(1.5, 100, "test accuracy") is not None
+
+
+def test_progress_lines_reach_a_log_with_elapsed_time_and_eta():
+    import io
+
+    from nas.search.pipeline import ProgressLines
+
+    log = io.StringIO()
+    with ProgressLines(10, "searching (evolution)", stream=log, every=4) as lines:
+        for _ in range(10):
+            lines.update(1)
+    printed = log.getvalue().splitlines()
+    assert printed[0].startswith("searching (evolution): 4/10 architectures, ") and "ETA" in printed[0]
+    assert printed[-1].startswith("searching (evolution): 10/10 architectures") and "elapsed" in printed[-1]
+
+
+def test_a_costly_estimator_gets_its_default_count_and_is_announced(monkeypatch, capsys):
+    from nas.search import accuracy
+
+    monkeypatch.setitem(accuracy.ESTIMATORS, "fbnet",
+                        lambda **options: FlopsAccuracy(cheap=False, default_evaluations=40))
+    outcome = search_under_budget("fbnet", "pixel2", "30ms", strategy="evolution", verify_max=2, progress=True)
+    assert 40 <= outcome.num_evaluations <= 40 + 10 + 15  # + the reference samples, + one round's overshoot
+    err = capsys.readouterr().err
+    assert "strategy evolution scores up to 40 architectures" in err and "ETA" in err

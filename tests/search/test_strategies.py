@@ -75,3 +75,25 @@ def test_optuna_study_resumes_from_storage(pixel2_problem, tmp_path):
 def test_study_name_without_storage_is_refused():
     with pytest.raises(UserInputError, match="--storage"):
         get_strategy("tpe", study_name="s")
+
+
+def test_a_restricted_problem_draws_and_answers_only_listed_architectures(pixel2_predictor):
+    import numpy as np
+
+    from nas.search import SearchProblem, get_accuracy_estimator
+    from nas.search_space import get_space
+
+    space = get_space("nb201")
+    listed = [space.from_index(i) for i in range(0, 15_625, 125)]
+    problem = SearchProblem("nb201", 14.0, get_accuracy_estimator("nb201"), pixel2_predictor, archs=listed)
+    rng = np.random.default_rng(0)
+    assert list(problem.all_archs()) == listed
+    for _ in range(20):
+        arch = problem.sample(rng)
+        child = problem.mutate(arch, rng)
+        assert arch in listed and child in listed and child != arch
+    outside = space.from_index(1)
+    assert outside not in listed
+    assert problem.evaluate([outside])[0].arch == problem.nearest(outside) in listed
+    result = get_strategy("evolution", num_evaluations=60, population_size=16, tournament_size=4).search(problem)
+    assert {c.arch for c in result.candidates} <= set(listed)
