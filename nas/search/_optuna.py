@@ -344,6 +344,8 @@ class OptunaSearch(SearchStrategy):
 
         def objective(trial: optuna.Trial):
             trial.set_user_attr("worker", worker)  # who ran which trial, in a study shared by several
+            if self.storage and self._surplus(study, trial.number):
+                raise optuna.TrialPruned("the study's budget is taken by other workers' trials")
             arch = tuple(trial.suggest_categorical(f"op{i}", list(ops)) for i, ops in enumerate(space.choices))
             candidate = problem.evaluate([arch])[0]
             trial.set_user_attr("space", problem.space)
@@ -364,6 +366,14 @@ class OptunaSearch(SearchStrategy):
         return SearchResult(self.name, candidates, problem.budget_ms,
                             info={"study_name": study.study_name, "storage": self.storage,
                                   "trials": len(archs), "resumed_trials": resumed})
+
+    def _surplus(self, study: optuna.Study, number: int) -> bool:
+        """Whether trial ``number`` is beyond the budget: workers that started trials at the same
+        moment may have asked for more than ``num_evaluations``; the later ones give way."""
+        trials = study.get_trials(deepcopy=False, states=(_FINISHED, *_PENDING))
+        if any(t.number == number and t.system_attrs.get("failed_trial") is not None for t in trials):
+            return False  # a killed worker's trial is always run again
+        return sum(t.number < number for t in trials) >= self.num_evaluations
 
     def _run(self, study: optuna.Study, objective) -> None:
         """Run trials until the study holds ``num_evaluations`` finished ones.
