@@ -110,7 +110,8 @@ def run_proxyless_search(device: str | Device, latency: str | float, *, data: st
     (default ``epochs``) from scratch and returns a JSON-ready dict: ``arch``,
     ``predicted_latency_ms`` (table), ``measured_latency_ms`` (device),
     ``test_accuracy`` / ``val_accuracy`` (percent), ``device_samples``,
-    ``latency_table`` (fit report), ``history``, timings. ``out`` receives the
+    ``latency_table`` (fit report), ``history``, timings, ``warnings`` (e.g. a test
+    accuracy near chance: the network has not learned the task). ``out`` receives the
     checkpoint (``--resume`` continues from it), ``model.onnx`` with the
     trained weights and ``result.json``. ``store`` is the measurement store
     of :func:`nas.profilers.measure`; ``table`` skips fitting one.
@@ -154,6 +155,12 @@ def run_proxyless_search(device: str | Device, latency: str | float, *, data: st
         f"{found['measured_latency_ms'] if found['measured_latency_ms'] is None else round(found['measured_latency_ms'], 3)} ms")
     trained = train_architecture(arch, data_splits, epochs=retrain_epochs or config.epochs,
                                  batch_size=config.batch_size, seed=seed, progress=say)
+    from nas.search.pipeline import chance_level_warning
+
+    warnings = [w for w in [chance_level_warning(trained.test_accuracy, data_splits.num_classes,
+                                                 "the retrained network's test accuracy")] if w]
+    for warning in warnings:
+        say(f"warning: {warning}")
     result = {
         "strategy": "proxyless", "space": SPACE, "device": device.name, "budget_ms": budget_ms,
         "status": "verified" if found["measured_latency_ms"] is not None else "predicted",
@@ -167,6 +174,7 @@ def run_proxyless_search(device: str | Device, latency: str | float, *, data: st
         "latency_table": table.fit, "search_epochs": config.epochs, "retrain_epochs": trained.epochs,
         "search_wall_s": search.wall_s, "retrain_wall_s": trained.wall_s,
         "history": search.history, "seed": seed, "versions": package_versions(),
+        "num_classes": data_splits.num_classes, "warnings": warnings,
         "arch_probabilities": {name: probs[:, i].round(4).tolist() for i, name in enumerate(table.candidates)},
     }
     if out is not None:

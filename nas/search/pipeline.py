@@ -420,7 +420,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
     searched, domain = "", None
     recorded = getattr(search_space, "measured_archs", None)
     if device.profiler_kind == "replay" and unmeasurable is None and getattr(search_space, "all_archs", None) is None \
-            and recorded is not None:
+            and recorded is not None and not searcher.needs_data:  # a strategy that trains derives its own
         domain = list(recorded())
         searched = (f"the {len(domain):,} {space} architectures recorded for {device.name} (a replayed device "
                     f"can verify only those)")

@@ -34,6 +34,9 @@ def test_replayed_device_gives_a_table_prediction_and_resume_needs_a_checkpoint(
     result = run_proxyless_search("raspi4", "30ms", data=tiny_digits, epochs=1, retrain_epochs=1)
     assert result["status"] == "predicted" and result["measured_latency_ms"] is None
     assert result["predicted_latency_ms"] <= 30.0 and result["device_samples"] == 0
+    # one epoch on 96 images: a network near chance (10% for 10 classes) is flagged as such
+    assert any("near chance" in w for w in result["warnings"]) == (result["test_accuracy"] <= 19.0)
+    assert result["num_classes"] == 10
     with pytest.raises(UserInputError, match="no checkpoint"):
         run_proxyless_search("raspi4", "30ms", data=tiny_digits, epochs=1, out=tmp_path, resume=True)
     with pytest.raises(UserInputError, match="budget"):
