@@ -6,17 +6,20 @@ after the first load.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
+from typing import Sequence
 from importlib import resources
 
 import numpy as np
 
 from nas.errors import UserInputError
 
-SPACES_WITH_TABLES = ("nb201", "fbnet")
+SPACES_WITH_TABLES = ("nb201", "fbnet", "slm")
 NB201_DATASETS = {"cifar10": "cifar10_acc", "cifar100": "cifar100_acc",
                   "imagenet16-120": "imagenet16_120_acc"}
 
@@ -100,9 +103,31 @@ class HelpProtocol:
     num_samples: int
 
 
-@functools.lru_cache(maxsize=None)
+#: device splits in force instead of the shipped ones (see :func:`device_split`)
+_SPLITS: dict[str, HelpProtocol] = {}
+
+
 def help_protocol(space: str) -> HelpProtocol:
     """The HELP protocol (device split, 10 reference architectures) of ``space``."""
+    return _SPLITS.get(space) or _shipped_protocol(space)
+
+
+@contextlib.contextmanager
+def device_split(space: str, meta_train: Sequence[str], meta_valid: Sequence[str], meta_test: Sequence[str]):
+    """Within the block, ``help_protocol(space)`` splits the table's devices
+    this way (same reference architectures): how leave-one-device-out
+    evaluation meta-trains a predictor without the device it scores."""
+    shipped = _shipped_protocol(space)
+    _SPLITS[space] = dataclasses.replace(shipped, meta_train_devices=tuple(meta_train),
+                                         meta_valid_devices=tuple(meta_valid), meta_test_devices=tuple(meta_test))
+    try:
+        yield _SPLITS[space]
+    finally:
+        del _SPLITS[space]
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_protocol(space: str) -> HelpProtocol:
     _check_space(space)
     raw = json.loads(_data_file("help_protocol.json").read_text())[space]
     return HelpProtocol(

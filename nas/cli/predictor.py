@@ -46,7 +46,8 @@ def register(subparsers) -> None:
     predict.add_argument("--out", help="CSV to write (default: standard output)")
     predict.set_defaults(handler=_predict)
 
-    evaluate = actions.add_parser("eval", help="score a method on the meta-test devices")
+    evaluate = actions.add_parser("eval", help="score a method on the meta-test devices (slm: each setting held "
+                                                 "out in turn, beside the FLOPs, params and transfer baselines)")
     evaluate.add_argument("--space", required=True, choices=list_spaces())
     evaluate.add_argument("--method", default=DEFAULT_METHOD, choices=list_predictors())
     evaluate.add_argument("--seeds", type=int, default=1)
@@ -127,6 +128,8 @@ def _predict(args) -> int:
 def _eval(args) -> int:
     from nas.predictors.evaluation import evaluate_method
 
+    if args.space == "slm":
+        return _eval_leave_one_out(args)
     result = evaluate_method(args.method, args.space, args.seeds, log=_log)
     if args.json:
         print(json.dumps(result))
@@ -140,4 +143,23 @@ def _eval(args) -> int:
         coverage = "-" if row["coverage_90"] is None else f"{row['coverage_90']:.1f}"
         print(f"{row['device']:15s} {row['spearman']:8.3f} {row['kendall']:8.3f} {row['mape']:8.1f} "
               f"{row['within_10']:8.1f} {coverage:>8s}")
+    return 0
+
+
+def _eval_leave_one_out(args) -> int:
+    """The slm table's columns are settings of one machine: each is held out in turn."""
+    from nas.predictors.leave_one_out import BASELINES, compare
+
+    methods = [args.method] + [m for m in BASELINES if m != args.method]
+    results = compare(methods, args.space, log=_log)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    first = results[methods[0]]
+    print(f"Spearman on the {args.space} table, each setting held out in turn (meta-trained on the others, "
+          f"adapted on {first['num_samples']} samples of the held-out one)")
+    print(f"{'held-out setting':22s} " + " ".join(f"{m:>9s}" for m in methods))
+    for i, device in enumerate(d["device"] for d in first["devices"]):
+        print(f"{device:22s} " + " ".join(f"{results[m]['devices'][i]['spearman']:9.3f}" for m in methods))
+    print(f"{'mean':22s} " + " ".join(f"{results[m]['mean_spearman']:9.3f}" for m in methods))
     return 0

@@ -117,6 +117,9 @@ def _additive_costs(space: str) -> tuple[np.ndarray, np.ndarray]:
 
 def flops_and_params(space: str, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Analytic multiply-accumulates and parameter counts of each architecture."""
+    if space == "slm":  # not additive over genes: computed from each layout
+        costs = slm_costs(codes)
+        return costs[:, SLM_COSTS.index("flops")], costs[:, SLM_COSTS.index("params")]
     table, constant = _additive_costs(space)
     positions = np.arange(codes.shape[1])
     flops = constant[0] + table[0][positions, codes].sum(axis=1)
@@ -201,9 +204,60 @@ def _cost_table(space: str) -> np.ndarray:
 
 
 def cost_features(space: str, codes: np.ndarray) -> np.ndarray:
-    """``[n, k]`` additive, hardware-independent cost features (see ``_cost_table``)."""
+    """``[n, k]`` additive, hardware-independent cost features (see ``_cost_table``;
+    for ``slm``, :data:`SLM_COSTS` but FLOPs)."""
+    if space == "slm":
+        return slm_costs(codes)[:, [i for i, name in enumerate(SLM_COSTS) if name != "flops"]]
     table = _cost_table(space)
     out = np.zeros((len(codes), table.shape[2]))
     for position in range(codes.shape[1]):
         out += table[position, codes[:, position]]
     return out
+
+
+# --- slm: layouts of variable depth ------------------------------------------------------
+#: hardware-independent costs of one generated token, per slm architecture: ``flops``
+#: (multiply-accumulates after 512 tokens), ``params``, ``dense_macs`` (everything but
+#: attention over the cache), ``attention_macs_per_token`` (full attention's MACs per
+#: cached token: times the context it is the cache cost), ``window_macs`` (sliding-window
+#: attention over its full window), ``state_elements`` (recurrent and conv states read and
+#: written), ``layers``, the count of each mixer type and of FFNs, and the width
+SLM_COSTS = ("flops", "params", "dense_macs", "attention_macs_per_token", "window_macs", "state_elements",
+             "layers", "A", "SWA", "M2", "D", "GD", "F", "width")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _slm_row(code: tuple[int, ...]) -> tuple[tuple[float, ...], bytes]:
+    from nas.search_space.slm import operators
+    from nas.search_space.slm.model import WINDOW
+    from nas.search_space.slm.space import layer_cost
+
+    search_space = get_space("slm")
+    arch = tuple(ops[c] for ops, c in zip(search_space.choices, code))
+    layers, width = search_space.layers(arch), search_space.width(arch)
+    heads = max(1, width // operators.HEAD_DIM)
+    dense = sum(layer_cost(layer, width, 0)[0] for layer in layers) + width * 256
+    per_token = sum(2 * heads * operators.HEAD_DIM for layer in layers if layer == "A")
+    window = sum(2 * heads * operators.HEAD_DIM * WINDOW for layer in layers if layer == "SWA")
+    inner = operators.MAMBA_EXPAND * width
+    states = {"M2": (inner // operators.HEAD_DIM) * operators.MAMBA_STATE * operators.HEAD_DIM
+              + (inner + 2 * operators.MAMBA_STATE) * (operators.CONV_KERNEL - 1),
+              "D": heads * operators.HEAD_DIM ** 2 + 3 * heads * operators.HEAD_DIM * (operators.CONV_KERNEL - 1)}
+    states["GD"] = states["D"]
+    values = (search_space.flops(arch), search_space.num_params(arch), dense, per_token, window,
+              sum(states.get(layer, 0) for layer in layers), len(layers),
+              *(layers.count(kind) for kind in ("A", "SWA", "M2", "D", "GD", "F")), width)
+    return tuple(float(v) for v in values), search_space._encode_valid(arch).tobytes()
+
+
+def slm_costs(codes: np.ndarray) -> np.ndarray:
+    """``[n, len(SLM_COSTS)]`` costs of slm architectures given by gene codes."""
+    return np.array([_slm_row(tuple(row))[0] for row in np.asarray(codes).tolist()],
+                    dtype=np.float64).reshape(len(codes), len(SLM_COSTS))
+
+
+def slm_layer_codes(codes: np.ndarray) -> np.ndarray:
+    """``[n, encoding_size]`` layer-wise code (:meth:`SlmSpace.encode`) of slm architectures given by gene codes."""
+    size = get_space("slm").encoding_size
+    return np.stack([np.frombuffer(_slm_row(tuple(row))[1], dtype=np.float32) for row in np.asarray(codes).tolist()]
+                    ) if len(codes) else np.zeros((0, size), np.float32)

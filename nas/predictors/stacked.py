@@ -187,7 +187,9 @@ class StackedPredictor(LatencyPredictor):
         if np.any(c[sources + cost]):
             out += np.outer(flops_and_params(self.space, codes)[0] / 1e6, c[sources + cost])
         per_op = c[one + 1:]
-        if np.any(per_op):
+        if np.any(per_op) and len({len(ops) for ops in self.search_space.choices}) > 1:
+            out += one_hot(self.space, codes) @ per_op  # positions with different numbers of choices (slm)
+        elif np.any(per_op):
             per_op = per_op.reshape(codes.shape[1], -1, c.shape[1])
             for position in range(codes.shape[1]):
                 out += per_op[position, codes[:, position]]
