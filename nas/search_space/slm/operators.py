@@ -167,8 +167,9 @@ def recurrent_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
 class _FusedLinearAttention(torch.autograd.Function):
     """:func:`chunked_recurrence` on ``[B, H, T, d]`` inputs, exported as ONNX
     Runtime's ``com.microsoft.LinearAttention`` (one fused kernel for a
-    decode step or a whole prompt; a decode step measured about 2.5x faster
-    per layer than the same update written with standard operators)."""
+    decode step or a whole prompt; one decode step of a layer measured
+    1.6-1.8x faster than the same update written with standard operators,
+    ``experiments/slm_linear_attention.py``)."""
 
     @staticmethod
     def forward(ctx, q, k, v, state, log_decay, beta, rule, heads):
