@@ -93,10 +93,7 @@ class QuantizationRecipe:
         is written to ``work_dir/all_int8.onnx`` on the way."""
         prepared = Path(prepared)
         model = onnx.load(str(prepared))
-        layers = quantizable_layers(model)
-        if not layers:
-            raise UserInputError(f"{str(prepared)!r} has no quantizable layer (no Conv, Gemm or MatMul node with "
-                                 f"a constant float weight): there is nothing to run in int8")
+        layers = require_quantizable_layers(model, prepared)
         if activation not in ACTIVATION_TYPES:
             raise UserInputError(f"unknown activation precision {activation!r}; allowed: "
                                  f"{', '.join(ACTIVATION_TYPES)}")
@@ -151,6 +148,15 @@ class QuantizationRecipe:
         data = load_tensors_data(self.calibration_cache)
         return {name: (float(np.min(value.range_value[0])), float(np.max(value.range_value[1])))
                 for name, value in data.data.items()}
+
+
+def require_quantizable_layers(model: onnx.ModelProto, where: str | os.PathLike) -> list[QuantizableLayer]:
+    """The model's quantizable layers; none is a user error."""
+    layers = quantizable_layers(model)
+    if not layers:
+        raise UserInputError(f"{str(where)!r} has no quantizable layer (no Conv, Gemm or MatMul node with a "
+                             f"constant float weight): there is nothing to run in int8")
+    return layers
 
 
 def nodes_to_quantize(model: onnx.ModelProto, layers: Sequence[QuantizableLayer], int8: Iterable[str]) -> list[str]:

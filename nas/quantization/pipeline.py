@@ -32,7 +32,8 @@ from nas.errors import UserInputError
 from nas.quantization.bisection import SEARCHES, SearchOutcome, Tolerance, max_bisection_evaluations
 from nas.quantization.data import LabelledImages, QuantizationData, load_quantization_data
 from nas.quantization.layers import load_onnx
-from nas.quantization.onnx_quant import ACTIVATION_TYPES, QuantizationRecipe, integer_kernels, prepare_model
+from nas.quantization.onnx_quant import (QuantizationRecipe, integer_kernels, prepare_model,
+                                         require_quantizable_layers)
 from nas.quantization.scorers import DEFAULT_SCORER, Ordering, SensitivityProblem, get_scorer
 
 #: precision -> why ONNX Runtime's CPU provider does not run it faster than float32 (None: it does)
@@ -69,7 +70,7 @@ def cpu_description() -> dict[str, Any]:
 class OnnxClassifier:
     """An ONNX classifier in ONNX Runtime, for accuracy on labelled images."""
 
-    def __init__(self, onnx_path: str | os.PathLike, threads: int = 0):
+    def __init__(self, onnx_path: str | os.PathLike, threads: int = 1):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -257,6 +258,7 @@ class Quantizer:
         self.data = data
         self.progress = progress
         self.prepared = prepare_model(onnx_path, self.work / "prepared.onnx")
+        require_quantizable_layers(load_onnx(self.prepared), onnx_path)
         self._check_classes()
         self.recipe = QuantizationRecipe.calibrate(self.prepared, data.calibration.images, self.work,
                                                    activation=precision)

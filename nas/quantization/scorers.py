@@ -179,8 +179,11 @@ def hutchinson_traces(problem: SensitivityProblem, second_order: _SecondOrder | 
 
 @SCORERS.register("hessian")
 class HessianScorer(SensitivityScorer):
+    #: most Rademacher probes of the trace estimate
+    max_probes = 64
+
     def order(self, problem):
-        traces, probes = hutchinson_traces(problem, seed=self.seed)
+        traces, probes = hutchinson_traces(problem, seed=self.seed, max_probes=self.max_probes)
         scores = {}
         for layer, trace in zip(problem.layers, traces):
             scores[layer.name] = float(trace / layer.num_weights

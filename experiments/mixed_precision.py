@@ -1,0 +1,231 @@
+"""Mixed-precision int8 quantization on Fashion-MNIST: which sensitivity
+ordering keeps the most accuracy per int8 layer and per millisecond, and
+what bisection inside a tolerance returns, all measured with ONNX Runtime.
+
+For each trained CNN (experiments/mixed_precision_models.py: a ResNet-style
+and a MobileNetV2-style network) with fixed splits (256 calibration images
+from the training set, 5,000 validation images held out of it, the 10,000
+official test images):
+
+1. the layers are ordered by every scorer (``random`` over several seeds,
+   ``weight_error``, ``hessian``, ``hessian_interlayer``,
+   ``measured_greedy``);
+2. accuracy versus number of int8 layers: for each ordering, the first k
+   layers int8 at a grid of k, ONNX Runtime accuracy on the test split;
+   area under that curve (mean accuracy over the grid's inner points);
+3. accuracy versus latency: every configuration of step 2 is timed on
+   local-cpu (ONNX Runtime, 1 thread, batch 1, all configurations of a model
+   interleaved in the same rounds); accuracy at the same latency is read off
+   each ordering's curve at 25/50/75% of the way from all-int8 to float32;
+4. bisection at 0.5% and 1% tolerance (validation split), and the
+   one-layer-at-a-time fallback: evaluations, test accuracy, latency.
+
+    nice -n 10 .venv/bin/python experiments/mixed_precision_models.py --work /tmp/mpwork
+    .venv/bin/python experiments/mixed_precision.py --work /tmp/mpwork
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nas.quantization.bisection import SEARCHES, Tolerance, max_bisection_evaluations  # noqa: E402
+from nas.quantization.data import load_quantization_data  # noqa: E402
+from nas.quantization.onnx_quant import integer_kernels  # noqa: E402
+from nas.quantization.pipeline import Quantizer, cpu_description, measure_latencies  # noqa: E402
+from results_file import write_keeping_reading  # noqa: E402  (beside this script)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "mixed_precision.md"
+SCORERS = ["weight_error", "hessian", "hessian_interlayer", "measured_greedy"]
+TOLERANCES = ["0.5%", "1%"]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def grid(n: int, points: int) -> list[int]:
+    return sorted({int(round(i * n / points)) for i in range(points + 1)})
+
+
+def auc(curve: dict[int, float], n: int) -> float:
+    """Mean accuracy (%) over the inner grid points (k = 0 and k = N are the same for every ordering)."""
+    inner = [acc for k, acc in curve.items() if 0 < k < n]
+    return float(np.mean(inner))
+
+
+def accuracy_at_latency(points: list[tuple[float, float]], latency_ms: float) -> float:
+    """Accuracy interpolated on an ordering's (latency_ms, accuracy) points, upper envelope by latency."""
+    points = sorted(points)
+    lat = np.array([p[0] for p in points])
+    acc = np.maximum.accumulate(np.array([p[1] for p in points]))  # a slower point is never worth less
+    return float(np.interp(latency_ms, lat, acc))
+
+
+def run_model(name: str, work: Path, data, seeds: list[int], points: int) -> dict:
+    cache = work / f"{name}.benchmark.json"
+    record = json.loads(cache.read_text()) if cache.is_file() else {}
+    with tempfile.TemporaryDirectory(prefix=f"nas-mp-{name}-") as folder:
+        quantizer = Quantizer(work / f"{name}.onnx", data, folder, progress=True)
+        n = len(quantizer.layers)
+        record.update(model=name, num_layers=n, not_fused=quantizer.not_fused,
+                      training=json.loads((work / f"{name}.json").read_text()))
+        log(f"{name}: {n} int8-capable layers")
+        orderings = record.setdefault("orderings", {})
+        wanted = [f"random:{s}" for s in seeds] + SCORERS
+        for key in wanted:
+            if key in orderings:
+                continue
+            scorer, _, seed = key.partition(":")
+            start = time.time()
+            ordering = quantizer.order(scorer, int(seed or 0))
+            orderings[key] = {"layers": ordering.layers, "info": ordering.info, "seconds": time.time() - start}
+            log(f"{name}: {key} ordered in {time.time() - start:.1f} s")
+            cache.write_text(json.dumps(record, indent=1))
+
+        ks = grid(n, points)
+        configs: dict[str, list[str]] = {}  # config id -> int8 layers
+
+        def config(layers: list[str]) -> str:
+            key = ",".join(sorted(layers))
+            configs.setdefault(key, list(layers))
+            return key
+
+        curves = record.setdefault("curves", {})
+        for key in wanted:
+            order = orderings[key]["layers"]
+            curve = curves.setdefault(key, {})
+            for k in ks:
+                if str(k) not in curve:
+                    curve[str(k)] = quantizer.accuracy(order[:k], "test")
+                config(order[:k])
+            log(f"{name}: {key} curve " + " ".join(f"{k}:{curve[str(k)]:.2f}" for k in ks))
+            cache.write_text(json.dumps(record, indent=1))
+
+        searches = record.setdefault("searches", {})
+        baseline = quantizer.accuracy([])
+        record["float_validation"] = baseline
+        for tolerance in TOLERANCES:
+            spec = Tolerance.parse(tolerance)
+            for scorer, method in [("hessian", "bisection"), ("hessian_interlayer", "bisection"),
+                                   ("measured_greedy", "bisection"), ("hessian", "greedy_fallback")]:
+                key = f"{tolerance} {scorer} {method}"
+                if key not in searches:
+                    outcome = SEARCHES[method](orderings[scorer]["layers"], quantizer.accuracy, spec, baseline)
+                    searches[key] = {"k": outcome.k, "evaluations": outcome.num_evaluations,
+                                     "validation": outcome.accuracy, "layers": outcome.int8_layers,
+                                     "test": quantizer.accuracy(outcome.int8_layers, "test")}
+                config(searches[key]["layers"])
+        cache.write_text(json.dumps(record, indent=1))
+
+        # every configuration of this model timed together (interleaved rounds)
+        if "latency_ms" not in record or set(record["latency_ms"]) != set(configs):
+            paths = {key: quantizer.build(layers, f"config_{i}.onnx") for i, (key, layers) in
+                     enumerate(configs.items())}
+            unfused = {key: [l for l, op in integer_kernels(path, layers).items() if op is None]
+                       for (key, path), layers in zip(paths.items(), configs.values())}
+            record["unfused_in_configs"] = sum(len(v) for v in unfused.values())
+            log(f"{name}: timing {len(paths)} configurations on local-cpu")
+            latency, spread = measure_latencies(paths, "local-cpu")
+            record["latency_ms"], record["spread_ms"] = latency, spread
+        record["config_keys"] = {key: ",".join(sorted(layers)) for key, layers in configs.items()}
+        record["load_average"] = os.getloadavg()[0]
+        cache.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def latency_of(record: dict, layers: list[str]) -> float:
+    return record["latency_ms"][",".join(sorted(layers))]
+
+
+def tables(records: list[dict], seeds: list[int]) -> str:
+    machine = cpu_description()
+    lines = ["# Mixed-precision int8 quantization (Fashion-MNIST, ONNX Runtime, local-cpu)", "",
+             f"CPU: {machine['cpu']}; ISA: {', '.join(machine['isa'])}; {machine['cores']} cores; "
+             f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}. Latency: ONNX Runtime "
+             f"{__import__('onnxruntime').__version__}, 1 thread, batch 1, all configurations of a model "
+             f"interleaved (median of per-round fastest runs). Splits: 256 calibration, 5,000 validation, 10,000 "
+             f"test images.", "",
+             "Reproduce: `nice -n 10 .venv/bin/python experiments/mixed_precision_models.py --work /tmp/mpwork` "
+             "then `.venv/bin/python experiments/mixed_precision.py --work /tmp/mpwork`.", ""]
+    for record in records:
+        n, name = record["num_layers"], record["model"]
+        orderings = record["orderings"]
+        ks = sorted(int(k) for k in record["curves"]["weight_error"])
+        float_ms, int8_ms = latency_of(record, []), latency_of(record, orderings["weight_error"]["layers"])
+        training = record["training"]
+        lines += [f"## {name}: {n} int8-capable layers", "",
+                  f"Trained {training['epochs']} epochs on {training['train_images']} images: float32 test "
+                  f"accuracy {record['curves']['weight_error']['0']:.2f}%; all-int8 "
+                  f"{record['curves']['weight_error'][str(n)]:.2f}%. Latency float32 {float_ms:.3f} ms, all-int8 "
+                  f"{int8_ms:.3f} ms ({1 - int8_ms / float_ms:.1%} lower). "
+                  + (f"Not fused, left float: {', '.join(record['not_fused'])}." if record["not_fused"] else ""),
+                  "", "### Test accuracy (%) with the first k layers of each ordering in int8", ""]
+        keys = [f"random:{s}" for s in seeds] + SCORERS
+        header = "| ordering | " + " | ".join(f"k={k}" for k in ks) + " | AUC (inner mean) | ordering s |"
+        lines += [header, "|" + "---|" * (len(ks) + 3)]
+        for key in keys:
+            curve = record["curves"][key]
+            lines.append(f"| {key} | " + " | ".join(f"{curve[str(k)]:.2f}" for k in ks)
+                         + f" | {auc({int(k): v for k, v in curve.items()}, n):.2f} | "
+                         f"{orderings[key]['seconds']:.1f} |")
+        random_aucs = [auc({int(k): v for k, v in record["curves"][f"random:{s}"].items()}, n) for s in seeds]
+        lines += ["", f"Random orderings' median AUC: {np.median(random_aucs):.2f}."]
+        lines += ["", "### Accuracy at the same latency (test %, interpolated on each ordering's curve)", "",
+                  "| ordering | " + " | ".join(f"{f:.0%} of the way to float ({int8_ms + f * (float_ms - int8_ms):.3f} ms)"
+                                               for f in (0.25, 0.5, 0.75)) + " |", "|---|---|---|---|"]
+        for key in keys:
+            pts = [(latency_of(record, orderings[key]["layers"][:int(k)]), acc)
+                   for k, acc in record["curves"][key].items()]
+            lines.append(f"| {key} | " + " | ".join(
+                f"{accuracy_at_latency(pts, int8_ms + f * (float_ms - int8_ms)):.2f}" for f in (0.25, 0.5, 0.75))
+                + " |")
+        lines += ["", "### Latency (ms) of each curve point", "",
+                  "| ordering | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
+        for key in keys:
+            lines.append(f"| {key} | " + " | ".join(
+                f"{latency_of(record, orderings[key]['layers'][:k]):.3f}" for k in ks) + " |")
+        lines += ["", f"### Searches (validation split decides; float32 validation {record['float_validation']:.2f}%;"
+                  f" bisection bound ceil(log2(N+1))+1 = {max_bisection_evaluations(n)})", "",
+                  "| tolerance | ordering | search | evaluations | int8 layers | validation % | test % | test drop "
+                  "(pt) | latency ms | vs float32 | vs all-int8 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        float_test = record["curves"]["weight_error"]["0"]
+        for key, s in record["searches"].items():
+            tolerance, scorer, method = key.split()
+            ms = latency_of(record, s["layers"])
+            lines.append(f"| {tolerance} | {scorer} | {method} | {s['evaluations']} | {s['k']}/{n} | "
+                         f"{s['validation']:.2f} | {s['test']:.2f} | {float_test - s['test']:.2f} | {ms:.3f} | "
+                         f"{1 - ms / float_ms:+.1%} | {ms / int8_ms:.2f}x |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, help="folder of the trained models (mixed_precision_models.py)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--models", nargs="+", default=["resnet", "mobilenetv2"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--points", type=int, default=5, help="grid intervals of k (default 5: k = 0, N/5, ..., N)")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    data = load_quantization_data("fashion-mnist", args.data_dir, input_shape=(1, 28, 28))
+    records = [run_model(name, work, data, args.seeds, args.points) for name in args.models
+               if (work / f"{name}.onnx").is_file()]
+    text = tables(records, args.seeds)
+    print(text)
+    write_keeping_reading(RESULTS, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
