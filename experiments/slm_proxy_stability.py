@@ -61,7 +61,17 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=None, help="short-run tokens (default: the search's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="only the first N architectures")
+    parser.add_argument("--rows-from", metavar="LOG", default=None,
+                        help="only rewrite the table from the JSON lines a run printed on stderr")
     args = parser.parse_args()
+    if args.rows_from:
+        from nas.slm.training import TrainingConfig
+
+        short = TrainingConfig(**({"tokens": args.tokens} if args.tokens else {}))
+        rows = [json.loads(line) for line in Path(args.rows_from).read_text().splitlines() if line.startswith("{")]
+        _write(rows, short, TrainingConfig(tokens=short.tokens * args.longer), args,
+               sum(r["short_s"] + r["long_s"] for r in rows))
+        return 0
 
     import dataclasses
 
@@ -102,10 +112,11 @@ def _write(rows, short, long, args, wall_s) -> None:
              f"Short run: {short.tokens} tokens ({short.steps} steps of {short.batch_size} x {short.context} bytes); "
              f"long run: {long.tokens} tokens ({long.steps} steps). AdamW, cosine schedule, seed {short.seed}. "
              f"Loss: validation bits per byte on {short.eval_bytes} bytes of the held-out stdlib files.", "",
+             "Stages are separated by `/` in the table (`|` in the canonical strings).", "",
              "| architecture | short bpb | long bpb | short s | long s |",
              "| --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| `{r['arch']}` | {r['short']:.3f} | {r['long']:.3f} | {r['short_s']:.0f} | {r['long_s']:.0f} |")
+        lines.append(f"| `{r['arch'].replace('|', '/')}` | {r['short']:.3f} | {r['long']:.3f} | {r['short_s']:.0f} | {r['long_s']:.0f} |")
     lines += ["", f"**Spearman (short vs long) over {len(rows)} architectures: {rho:.3f}** "
                   f"(Nemotron-Flash: 0.888; target >= 0.8). Wall time {wall_s / 60:.1f} min."]
     text = "\n".join(lines) + "\n"

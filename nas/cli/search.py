@@ -74,6 +74,9 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     parser.set_defaults(handler=_search, strategy_dests=_strategy_option_groups(parser),
                         strategy_actions=list(parser._actions))
+    from nas.slm import cli as slm_cli
+
+    slm_cli.add_arguments(parser)
 
 
 def _strategy_options(args) -> dict:
@@ -104,7 +107,11 @@ def _strategy_options(args) -> dict:
 
 def _search(args) -> int:
     from nas.search import search_under_budget
+    from nas.slm import cli as slm_cli
 
+    if args.space == "slm":  # trains every candidate: its own pipeline
+        return slm_cli.search_command(args)
+    slm_cli.refuse_elsewhere(args)
     options = _strategy_options(args)
     if args.out:
         from nas.outputs import check_output_dir

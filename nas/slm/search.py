@@ -1,0 +1,463 @@
+"""Latency-budgeted search for a hybrid small language model (after
+Nemotron-Flash): ``nas search --space slm``.
+
+1. The device's reference architectures are measured (decode ms/token after
+   a prompt of ``context`` tokens) and the latency predictor is adapted on them.
+2. Aging evolution over *layouts*: tournament selection, each child one
+   mutation of the space (an operator of a block type, the mixer ratio, the
+   FFN count, or the blocks per stage). Width is not a gene: each layout gets
+   the widest width on the ladder whose predicted 90% interval meets the
+   budget, so candidates compete on loss alone.
+3. Each candidate is trained for the same token budget and scored by
+   validation bits per byte (:mod:`nas.slm.training`).
+4. Finalists (lowest loss first) are measured on the device; the result is
+   the lowest-loss candidate whose *measured* latency meets the budget, never
+   one measured over it. Its test bits per byte and associative-recall
+   accuracy are reported, and ``out`` gets its decode and prefill ONNX graphs
+   with the trained weights.
+
+Every trained candidate is recorded in the work folder as it finishes
+(``candidates.jsonl`` plus the weights of the best few), so ``resume=True``
+replays the same evolution without training anything twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from nas import package_versions
+from nas.budget import parse_latency_ms
+from nas.devices import Device, get_device
+from nas.errors import DeviceUnavailableError, UserInputError
+from nas.search_space import get_space
+from nas.slm import latency as decode_latency
+from nas.slm.corpus import load_corpus
+from nas.slm.recall import RecallTask, recall_accuracy
+from nas.slm.training import TrainingConfig, bits_per_byte, train_language_model
+
+SPACE = "slm"
+#: bytes of the test split scored for the result's test bits per byte (windows spread over the split)
+TEST_BYTES = 65_536
+#: bytes of the continuation prompt shown in ``summary.txt`` (its end)
+PROMPT_SHOWN = 240
+
+
+@dataclass(frozen=True)
+class SlmSearchConfig:
+    """Sizes of one search. The defaults finish in minutes on 2 CPU cores."""
+
+    num_candidates: int = 8
+    population_size: int = 4
+    tournament_size: int = 2
+    finalists: int = 2
+    #: at most this many device measurements of finalists
+    verify: int = 10
+    #: decode latency is measured after a prompt of this many tokens
+    context: int = 512
+    training: TrainingConfig = TrainingConfig()
+    recall: RecallTask = RecallTask()
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("num_candidates", "population_size", "tournament_size", "finalists", "verify"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserInputError(f"option {name}={value!r} is invalid; allowed: a whole number >= 1")
+        check_context(self.context)
+        if self.tournament_size > self.population_size:
+            raise UserInputError(f"option tournament_size={self.tournament_size} is invalid; allowed: "
+                                 f"1 to population_size ({self.population_size})")
+
+    def fingerprint(self) -> str:
+        """What a trained candidate's loss depends on besides its layout and width."""
+        corpus = load_corpus().manifest["splits"]["train"]["sha256"]
+        key = json.dumps({"training": asdict(self.training), "corpus": corpus}, sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def build(arch: str) -> torch.nn.Module:
+    """A freshly initialised model of the canonical string ``arch``."""
+    space = get_space(SPACE)
+    return space.build(space.from_string(arch))
+
+
+def parse_layout(text: str) -> tuple:
+    """A layout typed by a user (``D F M2 F | A F M2 F | -``, a trailing
+    ``@width`` allowed and ignored: the budget picks the width)."""
+    space = get_space(SPACE)
+    layout = text.rpartition("@")[0] if "@" in text else text
+    return space.from_string(f"{layout.strip()} @{space.widths[0]}")
+
+
+def check_context(context: Any) -> int:
+    """``context`` as a positive whole number of tokens, else a :class:`UserInputError`."""
+    try:
+        value = int(str(context).strip())
+    except ValueError:
+        value = None
+    if value is None or value < 1 or str(value) != str(context).strip():
+        raise UserInputError(f"context length {context!r} is not a positive whole number of tokens; "
+                             f"give one like --context 512")
+    return value
+
+
+@dataclass
+class CandidateRecord:
+    """One layout trained at its chosen width. Latencies in ms/token, losses in bits per byte."""
+
+    layout: str
+    arch: str | None  # layout at its width; None when no width meets the budget
+    width: int | None
+    predicted_ms: float | None
+    low_ms: float | None
+    high_ms: float | None
+    val_bpb: float | None = None
+    train_wall_s: float = 0.0
+    weights: str | None = None  # file name in the work folder, while kept
+
+    @property
+    def feasible(self) -> bool:
+        return self.arch is not None
+
+    def fitness(self) -> float:
+        return -self.val_bpb if self.feasible and self.val_bpb is not None else -math.inf
+
+
+@dataclass
+class SlmSearchOutcome:
+    """What the search found; ``status`` ``verified`` or ``over_budget``."""
+
+    device: str
+    budget_ms: float
+    context: int
+    status: str
+    arch: str | None
+    layout: str | None
+    width: int | None
+    val_bpb: float | None
+    test_bpb: float | None
+    recall_accuracy: float | None
+    predicted_ms: float | None
+    predicted_interval_ms: tuple[float, float] | None
+    measured_ms: float | None
+    measured_spread_ms: float | None
+    candidates: list[CandidateRecord]
+    finalists: list[dict[str, Any]]
+    device_measurements: list[dict[str, Any]]
+    reference_source: str
+    training: dict[str, Any]
+    recall_task: dict[str, Any]
+    seed: int
+    wall_s: float = 0.0
+    resumed_candidates: int = 0
+    model: Any = None
+    continuation: str | None = None
+    prompt_tail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": SPACE, "device": self.device, "budget_ms": self.budget_ms, "context": self.context,
+            "status": self.status, "arch": self.arch, "layout": self.layout, "width": self.width,
+            "val_bpb": self.val_bpb, "test_bpb": self.test_bpb, "recall_accuracy": self.recall_accuracy,
+            "predicted_ms_per_token": self.predicted_ms,
+            "predicted_interval_ms": list(self.predicted_interval_ms) if self.predicted_interval_ms else None,
+            "measured_ms_per_token": self.measured_ms, "measured_spread_ms": self.measured_spread_ms,
+            "finalists": self.finalists,
+            "device_measurements": self.device_measurements,
+            "device_measurement_count": len(self.device_measurements),
+            "reference_source": self.reference_source,
+            "candidates": [asdict(c) for c in self.candidates],
+            "trained_candidates": sum(c.val_bpb is not None for c in self.candidates),
+            "resumed_candidates": self.resumed_candidates,
+            "training": self.training, "recall_task": self.recall_task, "seed": self.seed,
+            "continuation_prompt": f"the first {self.context} bytes of the corpus's test split",
+            "continuation": self.continuation,
+            "wall_s": round(self.wall_s, 2), "versions": package_versions(),
+        }
+
+    def summary(self) -> str:
+        lines = [f"search: slm on {self.device}, budget {self.budget_ms:g} ms/token (decode after "
+                 f"{self.context} tokens), {len(self.candidates)} layouts, seed {self.seed}"]
+        if self.status == "verified":
+            lines += [f"architecture: {self.arch}",
+                      f"validation: {self.val_bpb:.3f} bits/byte, test: {self.test_bpb:.3f} bits/byte "
+                      f"({self.training['tokens']} training tokens)",
+                      f"associative recall: {100 * self.recall_accuracy:.1f}% of answers right"
+                      if self.recall_accuracy is not None else "associative recall: not scored",
+                      f"predicted latency: {self.predicted_ms:.2f} ms/token (90% interval "
+                      f"{self.predicted_interval_ms[0]:.2f}-{self.predicted_interval_ms[1]:.2f})",
+                      f"measured latency: {self.measured_ms:.2f} ms/token on {self.device} "
+                      f"-- meets the {self.budget_ms:g} ms budget"]
+        else:
+            lines.append(f"no measured finalist meets the {self.budget_ms:g} ms budget on {self.device}")
+        for f in self.finalists:
+            measured = f"{f['measured_ms']:.2f} ms measured" if f.get("measured_ms") is not None else "not measured"
+            recall = f", recall {100 * f['recall_accuracy']:.1f}%" if f.get("recall_accuracy") is not None else ""
+            lines.append(f"  finalist: val {f['val_bpb']:.3f} bpb, predicted {f['predicted_ms']:.2f}, "
+                         f"{measured}{recall}  {f['arch']}")
+        finalists = sum(m["role"] == "finalist" for m in self.device_measurements)
+        lines.append(f"target-device measurements: {len(self.device_measurements)} ({self.reference_source}, "
+                     f"{finalists} finalist{'s' if finalists != 1 else ''})")
+        if self.continuation is not None:
+            lines += ["", f"greedy continuation by ONNX Runtime from prefill.onnx and decode.onnx; prompt: the "
+                          f"first {self.context} bytes of the held-out test split (the last "
+                          f"{min(PROMPT_SHOWN, self.context)} shown), then '>>>' and the continuation:",
+                      self.prompt_tail + ">>>" + self.continuation]
+        return "\n".join(lines)
+
+
+def _say(message: str) -> None:
+    print(f"[slm] {message}", file=sys.stderr, flush=True)
+
+
+class _WorkFolder:
+    """``candidates.jsonl`` (one line per trained layout) and weight files."""
+
+    def __init__(self, path: Path, fingerprint: str, resume: bool):
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.log = path / "candidates.jsonl"
+        self.fingerprint = fingerprint
+        self.records: dict[str, CandidateRecord] = {}
+        if resume and self.log.is_file():
+            for line in self.log.read_text().splitlines():
+                entry = json.loads(line)
+                if entry.pop("fingerprint", None) == fingerprint:
+                    self.records[entry["layout"]] = CandidateRecord(**entry)
+        elif self.log.exists():
+            self.log.unlink()
+            for old in path.glob("*.pt"):
+                old.unlink()
+        self.resumed = len(self.records)
+
+    def save(self, record: CandidateRecord, model: torch.nn.Module | None) -> None:
+        if model is not None:
+            record.weights = f"{hashlib.sha256(record.arch.encode()).hexdigest()[:16]}.pt"
+            torch.save(model.state_dict(), self.path / record.weights)
+        self.records[record.layout] = record
+        with self.log.open("a") as handle:
+            handle.write(json.dumps(dict(asdict(record), fingerprint=self.fingerprint)) + "\n")
+
+    def prune(self, keep: int) -> None:
+        """Keep the weights of the ``keep`` lowest-loss candidates only."""
+        ranked = sorted((r for r in self.records.values() if r.weights), key=lambda r: -r.fitness())
+        for record in ranked[keep:]:
+            (self.path / record.weights).unlink(missing_ok=True)
+            record.weights = None
+
+    def load_model(self, record: CandidateRecord) -> torch.nn.Module | None:
+        if not record.weights or not (self.path / record.weights).is_file():
+            return None
+        model = build(record.arch)
+        model.load_state_dict(torch.load(self.path / record.weights, weights_only=True))
+        return model.eval()
+
+
+def default_work_dir(device: str, budget_ms: float, config: SlmSearchConfig) -> Path:
+    """Where a search keeps its trained candidates when no folder is given."""
+    from nas.store import default_store_path
+
+    key = f"{device}-{budget_ms:g}ms-ctx{config.context}-seed{config.seed}-{config.fingerprint()}"
+    return Path(default_store_path()).parent / "slm-search" / key
+
+
+def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchConfig = SlmSearchConfig(),
+               layouts: Sequence[str] | None = None, work_dir: str | os.PathLike | None = None,
+               resume: bool = False, out: str | os.PathLike | None = None, store: Any = None,
+               progress: bool = True, threads: int | None = None) -> SlmSearchOutcome:
+    """Search the ``slm`` space for the lowest-loss language model whose measured
+    decode latency on ``device`` meets ``latency`` (ms per generated token).
+
+    ``layouts`` (canonical layout strings) replaces evolution: exactly those
+    layouts are trained, each at its widest width meeting the budget.
+    ``work_dir`` keeps trained candidates (default under the measurement
+    store's folder); ``resume`` reuses them. ``out`` writes the ONNX graphs,
+    ``result.json`` and ``summary.txt``. Raises :class:`UserInputError` for
+    bad input, including a budget no layout can meet.
+    """
+    started = time.perf_counter()
+    budget_ms = parse_latency_ms(latency)
+    device = get_device(device) if isinstance(device, str) else device
+    space = get_space(SPACE)
+    fixed = [parse_layout(text) for text in layouts] if layouts else None
+    if threads:
+        torch.set_num_threads(int(threads))
+    say = _say if progress else (lambda message: None)
+    corpus = load_corpus()
+    work = _WorkFolder(Path(work_dir) if work_dir else default_work_dir(device.name, budget_ms, config),
+                       config.fingerprint(), resume)
+    if work.resumed:
+        say(f"resuming: {work.resumed} trained candidates found in {work.path}")
+
+    timing = decode_latency.DecodeTiming(device, context=config.context, store=store, progress=progress)
+    say(f"measuring the reference architectures on {device.name} (decode after {config.context} tokens)")
+    latency_model = timing.adapted_predictor()
+    narrowest = decode_latency.fastest_layout(latency_model)
+    if narrowest.low_ms > budget_ms:
+        raise UserInputError(
+            f"a budget of {budget_ms:g} ms/token is below the fastest layout of the space: {narrowest.arch} "
+            f"(narrowest width) is predicted at {narrowest.predicted_ms:.2f} ms/token "
+            f"(90% interval {narrowest.low_ms:.2f}-{narrowest.high_ms:.2f}) on {device.name}; "
+            f"give a budget of at least {narrowest.high_ms:.2f} ms")
+
+    def evaluate(layout) -> CandidateRecord:
+        key = space.layout(layout)
+        if key in work.records:
+            return work.records[key]
+        choice = decode_latency.widest_within(layout, latency_model, budget_ms)
+        if choice is None:
+            record = CandidateRecord(key, None, None, None, None, None)
+            work.save(record, None)
+            say(f"candidate {len(work.records)}: {key} -- no width meets the budget, not trained")
+            return record
+        torch.manual_seed(config.seed)
+        model = build(choice.arch)
+        run = train_language_model(model, corpus.train, corpus.validation, config.training)
+        record = CandidateRecord(key, choice.arch, choice.width, choice.predicted_ms, choice.low_ms,
+                                 choice.high_ms, run.val_bpb, run.wall_s)
+        work.save(record, model)
+        work.prune(config.finalists + 2)
+        say(f"candidate {len(work.records)}: {choice.arch}  val {run.val_bpb:.3f} bpb, predicted "
+            f"{choice.predicted_ms:.2f} ms/token, trained in {run.wall_s:.0f} s")
+        return record
+
+    if fixed is not None:
+        for layout in fixed:
+            evaluate(layout)
+    else:
+        _evolve(evaluate, lambda layout: decode_latency.widest_within(layout, latency_model, budget_ms) is not None,
+                config)
+
+    trained = sorted((r for r in work.records.values() if r.feasible and r.val_bpb is not None),
+                     key=lambda r: r.val_bpb)
+    if not trained:
+        raise UserInputError(f"no layout tried has a width predicted to meet {budget_ms:g} ms/token on "
+                             f"{device.name}; raise the budget (fastest layout: {narrowest.arch})")
+
+    # finalists: lowest loss first; measure until `finalists` candidates meet the budget
+    finalists: list[dict[str, Any]] = []
+    chosen: tuple[CandidateRecord, Any] | None = None
+    for record in trained:
+        if len(timing.verifications) >= config.verify or \
+                sum(f["meets_budget"] for f in finalists) >= config.finalists:
+            break
+        measurement = timing.measure(record.arch)
+        meets = measurement.latency_ms + measurement.spread_ms <= budget_ms
+        finalists.append({"arch": record.arch, "val_bpb": record.val_bpb, "predicted_ms": record.predicted_ms,
+                          "measured_ms": measurement.latency_ms, "spread_ms": measurement.spread_ms,
+                          "meets_budget": meets})
+        say(f"finalist {record.arch}: measured {measurement.latency_ms:.2f} ms/token "
+            f"({'meets' if meets else 'over'} the {budget_ms:g} ms budget)")
+        if meets and chosen is None:
+            chosen = (record, measurement)
+
+    for finalist in finalists:
+        if finalist["meets_budget"]:
+            say(f"associative recall: {finalist['arch']}")
+            result = recall_accuracy(lambda a=finalist["arch"]: build(a), config.recall)
+            finalist["recall_accuracy"] = result.accuracy
+
+    common = dict(device=device.name, budget_ms=budget_ms, context=config.context,
+                  candidates=list(work.records.values()), finalists=finalists,
+                  device_measurements=timing.log(), reference_source=timing.reference_source,
+                  training=config.training.to_dict(), recall_task=asdict(config.recall), seed=config.seed,
+                  resumed_candidates=work.resumed)
+    if chosen is None:
+        outcome = SlmSearchOutcome(**common, status="over_budget", arch=None, layout=None, width=None,
+                                   val_bpb=None, test_bpb=None, recall_accuracy=None, predicted_ms=None,
+                                   predicted_interval_ms=None, measured_ms=None, measured_spread_ms=None)
+    else:
+        record, measurement = chosen
+        model = work.load_model(record)
+        if model is None:  # weights pruned or lost: retrain exactly as before (same seed and batches)
+            torch.manual_seed(config.seed)
+            model = build(record.arch)
+            train_language_model(model, corpus.train, None, config.training)
+        test_bpb = bits_per_byte(model, corpus.test, context=config.training.context, max_bytes=TEST_BYTES)
+        recall = next(f.get("recall_accuracy") for f in finalists if f["arch"] == record.arch)
+        outcome = SlmSearchOutcome(**common, status="verified", arch=record.arch, layout=record.layout,
+                                   width=record.width, val_bpb=record.val_bpb, test_bpb=test_bpb,
+                                   recall_accuracy=recall, predicted_ms=record.predicted_ms,
+                                   predicted_interval_ms=(record.low_ms, record.high_ms),
+                                   measured_ms=measurement.latency_ms, measured_spread_ms=measurement.spread_ms,
+                                   model=model)
+    outcome.device_measurements = timing.log()
+    outcome.wall_s = time.perf_counter() - started
+    if out is not None:
+        write_outcome(outcome, out)
+    return outcome
+
+
+def _evolve(evaluate: Callable[[Any], CandidateRecord], feasible: Callable[[Any], bool],
+            config: SlmSearchConfig) -> None:
+    """Aging evolution over layouts: tournament selection, one mutation per
+    child, the oldest member dies. The first members are random layouts with
+    a width predicted to meet the budget; a child with none joins the
+    population untrained and ages out. Deterministic given the seed, the
+    predictor and the candidates' losses, so a resumed search replays the
+    same choices."""
+    space = get_space(SPACE)
+    rng = np.random.default_rng(config.seed)
+    population: collections.deque = collections.deque()
+    trained: set[str] = set()
+    tries = 0
+    while len(trained) < config.num_candidates and tries < 100 * config.num_candidates:
+        tries += 1
+        if len(population) < config.population_size:
+            layout = space.sample(rng)
+            if not feasible(layout):
+                continue
+        else:
+            picks = rng.choice(len(population), size=config.tournament_size, replace=False)
+            parent = max((population[i] for i in picks), key=lambda member: member[1].fitness())
+            layout = space.mutate(parent[0], rng)
+        record = evaluate(layout)
+        if record.feasible:
+            trained.add(record.layout)
+        population.append((layout, record))
+        if len(population) > config.population_size:
+            population.popleft()
+
+
+def continuation_prompt(context: int) -> bytes:
+    """The fixed prompt of ``summary.txt``: the first ``context`` bytes of the
+    corpus's test split (held-out standard-library source)."""
+    return bytes(load_corpus().test[:context])
+
+
+def write_outcome(outcome: SlmSearchOutcome, out: str | os.PathLike, new_tokens: int = 80) -> dict[str, Path]:
+    """``decode.onnx`` and ``prefill.onnx`` (trained weights; the prefill graph
+    takes prompts of ``context`` tokens), ``result.json`` and ``summary.txt``,
+    which ends with a greedy continuation generated by ONNX Runtime from the
+    two graphs."""
+    from nas.search_space.slm.graphs import export_decode, export_prefill
+    from nas.search_space.slm.runtime import OnnxLanguageModel
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if outcome.model is not None:
+        metadata = {"nas.slm.arch": outcome.arch, "nas.slm.val_bpb": f"{outcome.val_bpb:.4f}"}
+        paths["decode"] = export_decode(outcome.model, folder / "decode.onnx", metadata)
+        paths["prefill"] = export_prefill(outcome.model, folder / "prefill.onnx", outcome.context, metadata)
+        prompt = continuation_prompt(outcome.context)
+        generated = OnnxLanguageModel(paths["decode"], paths["prefill"]).generate(prompt, new_tokens)[0]
+        outcome.prompt_tail = prompt[-PROMPT_SHOWN:].decode("utf-8", errors="replace")
+        outcome.continuation = bytes(generated.astype(np.uint8).tolist()).decode("utf-8", errors="replace")
+    paths["result"] = folder / "result.json"
+    paths["result"].write_text(json.dumps(outcome.to_dict(), indent=2) + "\n")
+    paths["summary"] = folder / "summary.txt"
+    paths["summary"].write_text(outcome.summary() + "\n")
+    return paths
