@@ -241,7 +241,7 @@ class SupernetAccuracy(AccuracyEstimator):
                 return None
             what = f"continuing the training of the fbnet accuracy supernet (epoch {done + 1} of {self.epochs})"
         else:
-            what = f"training the fbnet accuracy supernet first ({self.epochs} epochs)"
+            what = f"training the fbnet accuracy supernet first ({self.epochs} epoch{'s' if self.epochs != 1 else ''})"
         sizes = self.data.sizes()
         minutes = self._training_estimate_s() / 60
         return (f"{what} on {self.data.name} ({sizes['train']} training images at {self.data.resolution}x"

@@ -135,7 +135,7 @@ def test_first_use_training_is_announced_with_its_estimated_time(tiny_digits, mo
     monkeypatch.setenv("NAS_CACHE", str(tmp_path))
     estimator = SupernetAccuracy(data=tiny_digits, epochs=1)
     said = estimator.announce()
-    assert "training the fbnet accuracy supernet first (1 epochs)" in said
+    assert "training the fbnet accuracy supernet first (1 epoch)" in said
     assert "min on this machine" in said and str(tmp_path) in said
     assert estimator.cheap is False and estimator.default_evaluations <= 300
     lines = []
