@@ -236,9 +236,11 @@ def _slm_row(code: tuple[int, ...]) -> tuple[tuple[float, ...], bytes]:
     arch = tuple(ops[c] for ops, c in zip(search_space.choices, code))
     layers, width = search_space.layers(arch), search_space.width(arch)
     heads = max(1, width // operators.HEAD_DIM)
-    dense = sum(layer_cost(layer, width, 0)[0] for layer in layers) + width * 256
     per_token = sum(2 * heads * operators.HEAD_DIM for layer in layers if layer == "A")
     window = sum(2 * heads * operators.HEAD_DIM * WINDOW for layer in layers if layer == "SWA")
+    # layer_cost at context 0 attends to the token itself once: that is attention, not dense work
+    dense = (sum(layer_cost(layer, width, 0)[0] for layer in layers) + width * 256
+             - sum(2 * heads * operators.HEAD_DIM for layer in layers if layer in ("A", "SWA")))
     inner = operators.MAMBA_EXPAND * width
     states = {"M2": (inner // operators.HEAD_DIM) * operators.MAMBA_STATE * operators.HEAD_DIM
               + (inner + 2 * operators.MAMBA_STATE) * (operators.CONV_KERNEL - 1),

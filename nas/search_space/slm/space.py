@@ -284,6 +284,31 @@ class SlmSpace(SearchSpace):
     def decode(self, code: np.ndarray) -> Arch:
         raise NotImplementedError("the layer-wise slm code has no stage boundaries; keep the architecture instead")
 
+    # --- the shipped latency table ---------------------------------------------------
+    def from_index(self, index: int) -> Arch:
+        """Architecture ``index`` of the shipped latency table (``nas/data/slm``)."""
+        from nas import benchmarks
+
+        strings = benchmarks.arch_strings("slm")
+        if not 0 <= index < len(strings):
+            raise IndexError(f"slm table index {index} outside 0..{len(strings) - 1}")
+        return self._parse(strings[index])
+
+    def index_of(self, arch: Arch) -> int:
+        from nas import benchmarks
+
+        text = self.to_string(arch)
+        try:
+            return benchmarks.arch_strings("slm").index(text)
+        except ValueError:
+            raise KeyError(f"{text} is not in the slm latency table") from None
+
+    def measured_archs(self) -> tuple[Arch, ...]:
+        """The architectures of the shipped latency table, in index order."""
+        from nas import benchmarks
+
+        return tuple(self._parse(s) for s in benchmarks.arch_strings("slm"))
+
     # --- latency ------------------------------------------------------------------
     def latency_settings(self, device_settings: dict) -> dict:
         """What a latency of this space depends on beyond the runtime:
