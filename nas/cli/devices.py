@@ -18,8 +18,9 @@ def register(subparsers) -> None:
     show = actions.add_parser("show", help="everything the catalog knows about one device, and what the "
                                            "measurement store holds for it")
     show.add_argument("name")
-    show.add_argument("--store", metavar="PATH",
-                      help="measurement store (default $NAS_STORE or ~/.cache/nas/measurements.db)")
+    show.add_argument("--store", metavar="PATH|URL",
+                      help="measurement store: a SQLite file or postgresql+psycopg://USER@HOST:5432/DB (default "
+                           "$NAS_STORE or ~/.cache/nas/measurements.db)")
     show.set_defaults(handler=_show)
     add = actions.add_parser(
         "add", help="describe your own device in a device file, checked",
@@ -104,7 +105,7 @@ def _stored_counts(device, store) -> list[tuple[str, int, int]]:
     from nas.errors import UserInputError
     from nas.predictors import reference_archs
     from nas.search_space import get_space, list_spaces
-    from nas.store import MeasurementStore
+    from nas.profilers.store import MeasurementStore
 
     spaces = list(device.spaces) or list_spaces()
     counts = []
@@ -112,7 +113,7 @@ def _stored_counts(device, store) -> list[tuple[str, int, int]]:
         for space in spaces:
             try:
                 wanted = reference_archs(space)
-            except UserInputError:  # a space the latency predictor does not cover has no references
+            except (UserInputError, KeyError):  # a space the latency predictor does not cover has no references
                 continue
             records = opened.all(device.name, space)
             archs = {r.arch for r in records}
@@ -123,9 +124,9 @@ def _stored_counts(device, store) -> list[tuple[str, int, int]]:
 
 
 def _store_lines(device, store) -> str:
-    from nas.store import default_store_path
+    from nas.profilers.store import default_store_location, shown_location
 
-    lines = [f"measurements in the store ({store or default_store_path()}):"]
+    lines = [f"measurements in the store ({shown_location(store or default_store_location())}):"]
     for space, stored, references in _stored_counts(device, store):
         state = "all 10 reference architectures there" if references >= 10 else (
             f"{references} of the 10 reference architectures there ('nas predictor reference-archs --space "

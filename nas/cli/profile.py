@@ -35,8 +35,9 @@ def register(subparsers) -> None:
                             "for 'nas predictor'): stored, and not measured again")
     parser.add_argument("--out", metavar="FILE.csv", help="also write the measurements as CSV (arch,latency_ms,...)")
     storage = parser.add_argument_group("store")
-    storage.add_argument("--store", metavar="PATH", help="SQLite measurement store (default $NAS_STORE or "
-                                                         "~/.cache/nas/measurements.db)")
+    storage.add_argument("--store", metavar="PATH|URL",
+                         help="measurement store: a SQLite file or postgresql+psycopg://USER@HOST:5432/DB "
+                              "(default $NAS_STORE or ~/.cache/nas/measurements.db)")
     storage.add_argument("--no-store", action="store_true", help="neither read nor write a store")
     storage.add_argument("--refresh", action="store_true", help="measure again even what is stored")
     settings = parser.add_argument_group("profiler settings (override the device's catalog entry)")

@@ -66,8 +66,9 @@ def register(subparsers) -> None:
     parser.add_argument("--measurements", metavar="M.csv",
                         help="the 10 reference architectures measured on the device (header arch,latency_ms), "
                              "instead of measuring them")
-    parser.add_argument("--store", metavar="PATH",
-                        help="SQLite measurement store (default $NAS_STORE or ~/.cache/nas/measurements.db)")
+    parser.add_argument("--store", metavar="PATH|URL",
+                        help="measurement store: a SQLite file, or postgresql+psycopg://USER@HOST:5432/DB that a "
+                             "team shares (default $NAS_STORE or ~/.cache/nas/measurements.db)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="training data, for strategies that train a network and for fbnet's --dataset")
     parser.add_argument("--out", metavar="DIR", help="write model.onnx, result.json and summary.txt here")
@@ -147,9 +148,9 @@ def _search(args) -> int:
 
 
 def _explain_resume(args) -> None:
-    from nas.store import default_store_path
+    from nas.profilers.store import default_store_location, shown_location
 
-    store = args.store or default_store_path()
+    store = shown_location(args.store or default_store_location())
     hint = [f"\nnas search: interrupted. Every measurement finished on {args.device} is kept in the "
             f"measurement store {store}; run the same command again to resume: stored measurements are "
             f"reused, not repeated."]

@@ -363,8 +363,8 @@ def measure(device: str | Device, space: str, archs: Iterable[Arch | str], *, st
     ``device`` is a catalog name or a :class:`nas.devices.Device`; ``archs``
     are tuples (or canonical strings). ``store`` is where measurements are
     looked up and saved: ``None`` the default store
-    (:func:`nas.store.default_store_path`), a path, a
-    :class:`nas.store.MeasurementStore`, or ``False`` for none. Stored
+    (:func:`nas.profilers.store.default_store_location`), a path or URL, a
+    :class:`nas.profilers.store.MeasurementStore`, or ``False`` for none. Stored
     measurements come back with ``source='stored'``; each new measurement
     is stored the moment its own rounds are done, so an interrupted or
     killed run keeps every finished cell. Latencies are medians of per-run
@@ -406,22 +406,33 @@ def measure(device: str | Device, space: str, archs: Iterable[Arch | str], *, st
                 print(f"measured {len(found) - already}/{len(missing)} on {device.name} ({already} already "
                       f"stored)", file=sys.stderr, flush=True)
 
-        archs_to_measure = [search_space.from_string(a) for a in missing]
-        if profiler.kind in FREE_PROFILER_KINDS:
-            for record in profiler.measure(space, archs_to_measure):
-                keep(record)
-        else:
-            profiler.measure(space, archs_to_measure, on_measured=keep)
+        def measure_some(strings: list[str]) -> None:
+            archs_to_measure = [search_space.from_string(a) for a in strings]
+            if profiler.kind in FREE_PROFILER_KINDS:
+                for record in profiler.measure(space, archs_to_measure):
+                    keep(record)
+            else:
+                profiler.measure(space, archs_to_measure, on_measured=keep)
+
+        if store is None:
+            measure_some(missing)
+        else:  # processes sharing the store never measure one architecture at once
+            from nas.profilers.store import measure_claimed
+
+            def waiting(count: int) -> None:
+                if progress:
+                    print(f"waiting for another process measuring {count} of these architectures on "
+                          f"{device.name}", file=sys.stderr, flush=True)
+
+            measure_claimed(store, device.name, settings, space, missing, measure_some, refresh=refresh,
+                            on_wait=waiting)
+            for arch in missing:  # measured by another process meanwhile
+                if arch not in found:
+                    found[arch] = store.get(device.name, settings, space, arch)
     return [found[arch] for arch in canonical]
 
 
 def _open_store(store: Any):
-    from nas.store import MeasurementStore  # nas.store imports the profiler contract
+    from nas.profilers.store import open_store  # the store imports the profiler contract
 
-    if store is False:
-        return None
-    if store is None:
-        return MeasurementStore()
-    if isinstance(store, MeasurementStore):
-        return store
-    return MeasurementStore(store)
+    return open_store(store)

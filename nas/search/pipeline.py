@@ -361,6 +361,10 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             and (_default_evaluations(strategy) or 0) > accuracy.default_evaluations:
         options["num_evaluations"] = accuracy.default_evaluations  # a costly estimator: a count that finishes
     searcher = get_strategy(strategy, seed=seed, **options)
+    if isinstance(store, (str, os.PathLike)):  # a bad --store is reported before any work
+        from nas.profilers.store import open_store
+
+        store = open_store(store)
     # a device outside the catalog can be searched for on measurements made elsewhere
     device = resolve_device(device, unlisted_ok=measurements is not None) if isinstance(device, str) else device
     if device.spaces and space not in device.spaces:

@@ -1,4 +1,4 @@
-"""The SQLite measurement store."""
+"""The measurement store in SQLite (see test_store_postgresql.py for PostgreSQL)."""
 
 import csv
 import json
@@ -8,7 +8,7 @@ import pytest
 
 from nas.errors import UserInputError
 from nas.profilers.base import LatencyMeasurement
-from nas.store import CSV_COLUMNS, SCHEMA_VERSION, MeasurementStore, default_store_path, write_csv
+from nas.profilers.store import CSV_COLUMNS, SCHEMA_VERSION, MeasurementStore, default_store_path, write_csv
 
 SETTINGS = {"threads": 1, "batch_size": 1}
 ARCH = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"
