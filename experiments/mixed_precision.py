@@ -217,6 +217,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--points", type=int, default=5, help="grid intervals of k (default 5: k = 0, N/5, ..., N)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # a shared 2-core machine: one thread is fastest for the scorers' small batches
     work = Path(args.work)
     data = load_quantization_data("fashion-mnist", args.data_dir, input_shape=(1, 28, 28))
     records = [run_model(name, work, data, args.seeds, args.points) for name in args.models

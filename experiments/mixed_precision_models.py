@@ -71,15 +71,15 @@ class InvertedResidual(nn.Module):
 
 def mobilenet_v2(num_classes: int = 10) -> nn.Module:
     # (expansion, channels, blocks, first stride), MobileNetV2's table scaled down for 28x28 inputs
-    settings = [(1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 3, 2), (4, 64, 2, 1), (4, 96, 2, 2)]
+    settings = [(1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2), (4, 64, 2, 2)]
     layers: list[nn.Module] = [nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()]
     c_in = 16
     for expand, channels, blocks, stride in settings:
         for block in range(blocks):
             layers.append(InvertedResidual(c_in, channels, stride if block == 0 else 1, expand))
             c_in = channels
-    layers += [nn.Conv2d(c_in, 256, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU6(),
-               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, num_classes)]
+    layers += [nn.Conv2d(c_in, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU6(),
+               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes)]
     return nn.Sequential(*layers)
 
 
