@@ -559,6 +559,15 @@ class RemoteProfiler(InterleavedProfiler):
         failures: list[Exception] = []
         fatal: list[BaseException] = []
 
+        def failed(agent: AgentClient, part: list[str], done: set[str], error: Exception) -> None:
+            with lock:
+                todo.extendleft(k for k in reversed(part) if k not in done)
+                failures.append(error)
+                if agent in self._live:
+                    self._live.remove(agent)
+            print(f"agent {agent.url} of {self.device.name} stopped answering ({error}); its "
+                  f"{len(part) - len(done)} unfinished cells go to the other agents", file=sys.stderr, flush=True)
+
         def work(agent: AgentClient) -> None:
             single = self._on_agent(agent)
             while True:
@@ -573,20 +582,25 @@ class RemoteProfiler(InterleavedProfiler):
                     arrivals.put(record)
 
                 try:
-                    agent.take_lease(self.busy_wait_s)
+                    agent.take_lease(0)
+                except AgentBusyError as busy:  # measuring for another client: leave the part to a free agent
+                    with lock:
+                        todo.extendleft(reversed(part))
+                    if not agent._told_busy:
+                        print(f"{busy}; its share goes to the other agents meanwhile", file=sys.stderr, flush=True)
+                        agent._told_busy = True
+                    time.sleep(1.0)
+                    continue
+                except (DeviceUnavailableError, NotAnAgentError) as error:
+                    failed(agent, part, set(), error)
+                    return
+                try:
                     try:
                         InterleavedProfiler.measure(single, space, [by_key[k] for k in part], arrived)
                     finally:
                         agent.give_back()
                 except (DeviceUnavailableError, NotAnAgentError) as error:  # died or went away: others take over
-                    with lock:
-                        todo.extendleft(k for k in reversed(part) if k not in done)
-                        failures.append(error)
-                        if agent in self._live:
-                            self._live.remove(agent)
-                    print(f"agent {agent.url} of {self.device.name} stopped answering ({error}); its "
-                          f"{len(part) - len(done)} unfinished cells go to the other agents", file=sys.stderr,
-                          flush=True)
+                    failed(agent, part, done, error)
                     return
                 except BaseException as error:  # a refused model, a bug: the caller hears of it
                     with lock:

@@ -260,3 +260,18 @@ def test_a_farm_spreads_work_and_an_agent_killed_mid_run_loses_nothing(tmp_path,
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
                 process.wait(timeout=30)
+
+
+def test_a_farm_leaves_a_busy_agent_to_its_client_and_measures_on_the_others(agent, capsys):
+    other = start(DeviceAgent(("127.0.0.1", 0)))
+    try:
+        holder = AgentClient(agent.url, "someone-else", token=None, timeout_s=10)
+        holder.take_lease(0)  # another client measures on the first board all along
+        space = get_space("nb201")
+        device = Device("lab-farm", "two boards", "cpu", "remote", {"agents": [agent.url, other.url], **TINY})
+        records = measure(device, "nb201", [space.from_index(i) for i in (40, 41)], store=False)
+        assert [r.arch for r in records] == [space.to_string(space.from_index(i)) for i in (40, 41)]
+        assert "goes to the other agents" in capsys.readouterr().err
+        holder.give_back()
+    finally:
+        stop(other)
