@@ -10,5 +10,6 @@ def postgres():
 
     if server_binaries() is None:
         pytest.skip(f"no PostgreSQL server on this machine: {INSTALL_HINT}")
+    pytest.importorskip("psycopg", reason="PostgreSQL needs the psycopg package: pip install 'psycopg[binary]'")
     with TemporaryPostgres() as server:
         yield server
