@@ -65,8 +65,11 @@ class SlmTimer:
     many calls and returns each one's latency in milliseconds."""
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1, batch_size: int = 1,
-                 context_length: int = DEFAULT_CONTEXT_LENGTH, graph_optimization_level: str = "all"):
-        self.session = session(path, threads, graph_optimization_level)
+                 context_length: int = DEFAULT_CONTEXT_LENGTH, graph_optimization_level: str = "all",
+                 loaded=None):
+        """``loaded``: an ONNX Runtime session of ``path`` to share (settings
+        that differ only in context or batch time the same session)."""
+        self.session = loaded if loaded is not None else session(path, threads, graph_optimization_level)
         kind = graph_kind(self.session)
         if kind == "decode":
             self.feed = decode_feed(self.session, batch_size, context_length)
