@@ -58,17 +58,18 @@ def recalibrate_batchnorm(model: torch.nn.Module, loader, batches: int) -> None:
 
 
 class _SharedPrefixRun:
-    """Runs many architectures of one supernet together: architectures that
-    share their first layers share those layers' activations (computed once),
-    and every BatchNorm normalises each architecture's rows with that
-    architecture's own statistics, so the result is what one network at a time
-    would give (:func:`recalibrate_batchnorm`, then evaluation).
+    """Runs many architectures of one supernet over the same images, layer by
+    layer down the tree of their prefixes: layers that architectures share
+    (the stem, and every prefix they have in common) are computed once, and
+    every BatchNorm uses the statistics of the prefix it sits in, so each
+    architecture gets what one network at a time would give
+    (:func:`recalibrate_batchnorm`, then evaluation).
 
     ``calibrate`` passes normalise with batch statistics and accumulate them
     (cumulative average of batch means and unbiased variances, as BatchNorm
     with ``momentum=None``); ``evaluate`` passes use the accumulated ones.
-    Statistics are keyed by (BatchNorm, architecture prefix) because a layer's
-    input depends only on the layers before it.
+    Statistics are keyed by (BatchNorm, prefix) because a layer's input
+    depends only on the layers before it.
     """
 
     def __init__(self, supernet: ProxylessSupernet):
@@ -76,74 +77,59 @@ class _SharedPrefixRun:
         self.stats: dict[tuple[int, tuple], list] = {}  # -> [sum of means, sum of variances, batches]
         self.calibrating = True
 
-    def _norm(self, bn: torch.nn.BatchNorm2d, x: torch.Tensor, keys: Sequence[tuple]) -> torch.Tensor:
-        rows = x.shape[0] // len(keys)
-        outputs = []
-        for u, key in enumerate(keys):  # each class's rows are contiguous
-            segment = x[u * rows:(u + 1) * rows]
-            if self.calibrating:
-                # momentum 1: the buffers receive this batch's mean and unbiased variance
-                mean, var = torch.zeros_like(bn.running_mean), torch.ones_like(bn.running_var)
-                outputs.append(F.batch_norm(segment, mean, var, bn.weight, bn.bias, True, 1.0, bn.eps))
-                entry = self.stats.setdefault((id(bn), key), [0.0, 0.0, 0])
-                entry[0], entry[1], entry[2] = entry[0] + mean, entry[1] + var, entry[2] + 1
-            else:
-                total_mean, total_var, batches = self.stats[(id(bn), key)]
-                outputs.append(F.batch_norm(segment, total_mean / batches, total_var / batches, bn.weight,
-                                            bn.bias, False, 0.0, bn.eps))
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    def _norm(self, bn: torch.nn.BatchNorm2d, x: torch.Tensor, key: tuple) -> torch.Tensor:
+        if self.calibrating:
+            # momentum 1: the buffers receive this batch's mean and unbiased variance
+            mean, var = torch.zeros_like(bn.running_mean), torch.ones_like(bn.running_var)
+            out = F.batch_norm(x, mean, var, bn.weight, bn.bias, True, 1.0, bn.eps)
+            entry = self.stats.setdefault((id(bn), key), [0.0, 0.0, 0])
+            entry[0], entry[1], entry[2] = entry[0] + mean, entry[1] + var, entry[2] + 1
+            return out
+        total_mean, total_var, batches = self.stats[(id(bn), key)]
+        return F.batch_norm(x, total_mean / batches, total_var / batches, bn.weight, bn.bias, False, 0.0, bn.eps)
 
-    def _run(self, module: torch.nn.Module, x: torch.Tensor, keys: Sequence[tuple]) -> torch.Tensor:
+    def _run(self, module: torch.nn.Module, x: torch.Tensor, key: tuple) -> torch.Tensor:
         if isinstance(module, torch.nn.BatchNorm2d):
-            return self._norm(module, x, keys)
+            return self._norm(module, x, key)
         if isinstance(module, torch.nn.Sequential):
             for child in module:
-                x = self._run(child, x, keys)
+                x = self._run(child, x, key)
             return x
         if type(module).__name__ == "InvertedBottleneck":
-            out = self._run(module.body, x, keys)
+            out = self._run(module.body, x, key)
             return out + x if module.residual else out
         return module(x)
-
-    def _mixed(self, layer, x: torch.Tensor, keys: list[tuple], choices: list[tuple[int, int]]):
-        """One mixed layer. ``choices``: (input class, candidate) pairs, one per new class."""
-        rows = x.shape[0] // len(keys)
-        base = None if layer.shortcut is None else self._run(layer.candidates[layer.shortcut], x,
-                                                             [key + ("shortcut",) for key in keys])
-        outputs, new_keys = [], []
-        for k in sorted({c for _, c in choices}):
-            inputs = [u for u, c in choices if c == k]
-            index = torch.cat([torch.arange(u * rows, (u + 1) * rows) for u in inputs])
-            sub_keys = [keys[u] + (k,) for u in inputs]
-            if base is not None and k == layer.shortcut:
-                out = base[index]
-            else:
-                out = self._run(layer.candidates[k], x[index], sub_keys)
-                if base is not None:
-                    out = base[index] + out
-            outputs.append(out)
-            new_keys += sub_keys
-        return torch.cat(outputs), new_keys
 
     def forward(self, images: torch.Tensor, archs: Sequence[Sequence[int]]) -> dict[tuple, torch.Tensor]:
         """Logits of ``images`` for each architecture (candidate indices per layer), keyed by the index tuple."""
         net = self.supernet
-        keys: list[tuple] = [()]
-        x = self._run(net.stem, images, keys)
-        for position, layer in enumerate(net.layers):
-            where = {key: u for u, key in enumerate(keys)}
-            wanted = sorted({(where[tuple(a[:position])], a[position]) for a in archs})
-            x, keys = self._mixed(layer, x, keys, wanted)
-        logits = self._run(net.head, x, keys)
-        rows = images.shape[0]
-        return {key: logits[i * rows:(i + 1) * rows] for i, key in enumerate(keys)}
+        logits: dict[tuple, torch.Tensor] = {}
+
+        def descend(x: torch.Tensor, prefix: tuple, group: list[tuple]) -> None:
+            position = len(prefix)
+            if position == len(net.layers):
+                logits[prefix] = self._run(net.head, x, prefix)
+                return
+            layer = net.layers[position]
+            base = None if layer.shortcut is None else \
+                self._run(layer.candidates[layer.shortcut], x, prefix + ("shortcut",))
+            for k in sorted({a[position] for a in group}):
+                if base is not None and k == layer.shortcut:
+                    out = base
+                else:
+                    out = self._run(layer.candidates[k], x, prefix + (k,))
+                    out = out if base is None else base + out
+                descend(out, prefix + (k,), [a for a in group if a[position] == k])
+
+        descend(self._run(net.stem, images, ()), (), list(dict.fromkeys(tuple(a) for a in archs)))
+        return logits
 
 
 def shared_weight_accuracy(supernet: ProxylessSupernet, archs: Sequence[Arch], calibration: Sequence[torch.Tensor],
-                           images: torch.Tensor, labels: torch.Tensor, *, rows: int = 64) -> list[float]:
+                           images: torch.Tensor, labels: torch.Tensor, *, rows: int = 256) -> list[float]:
     """Accuracy (percent) on ``images``/``labels`` of each architecture run inside ``supernet``,
     BatchNorm recalibrated per architecture on the ``calibration`` batches; all of ``archs``
-    in the same forward passes (``rows`` images at a time)."""
+    in the same passes over the images (``rows`` at a time), the layers they share computed once."""
     index = [tuple(supernet.candidate_names.index(op) for op in arch) for arch in archs]
     runner = _SharedPrefixRun(supernet)
     correct = {key: 0 for key in index}
