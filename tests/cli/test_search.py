@@ -46,7 +46,7 @@ def test_space_without_accuracy_estimator_exits_2(monkeypatch, capsys):
 
 
 def test_optuna_options_need_an_optuna_strategy(capsys):
-    assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", "evolution",
+    assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", "random",
                  "--storage", "sqlite:///x.db"]) == 2
     assert "--strategy" in capsys.readouterr().err
 
