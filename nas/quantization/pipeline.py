@@ -188,6 +188,7 @@ class QuantizationResult:
             "int8_layers": self.search.int8_layers, "integer_kernels": self.integer_kernels,
             "accuracy": self.accuracy, "latency_ms": self.latency_ms, "latency_spread_ms": self.latency_spread_ms,
             "latency_reduction_vs_float32": None if self.speedup is None else 1 - 1 / self.speedup,
+            "faster_than_float32": None if self.speedup is None else self.speedup > 1,
             "split_sizes": self.split_sizes, "machine": cpu_description(), "versions": package_versions(),
             "wall_s": round(self.wall_s, 2),
         }
@@ -209,6 +210,10 @@ class QuantizationResult:
         if lat:
             lines.append("latency: " + ", ".join(f"{name} {value:.3f} ms" for name, value in lat.items())
                          + (f" ({(1 - 1 / self.speedup):.1%} lower than float32)" if self.speedup else ""))
+            if self.speedup is not None and self.speedup <= 1:
+                lines.append("the chosen mix is NOT faster than float32 on this device (conversions between int8 "
+                             "and float layers cost more than the int8 layers save): deploy the float32 model, or "
+                             "allow a larger tolerance")
         return "\n".join(lines)
 
 
