@@ -61,8 +61,11 @@ class RegularizedEvolution(SearchStrategy):
                 if progress:
                     progress(1)
 
-        for candidate in problem.evaluate([problem.sample(rng) for _ in range(min(self.population_size, wanted))]):
-            add(candidate)
+        first = [problem.sample(rng) for _ in range(min(self.population_size, wanted))]
+        step = len(first) if problem.accuracy.cheap else round_size  # progress as the first population is scored
+        for start in range(0, len(first), max(step, 1)):
+            for candidate in problem.evaluate(first[start:start + step]):
+                add(candidate)
         cycles = 0
         # revisits are free (cached) but cap the loop, as converged populations mostly revisit
         while len(seen) < wanted and cycles < 20 * wanted:
