@@ -1,6 +1,7 @@
 """Optuna-backed strategies: TPE (single objective, constrained), NSGA-II
 (accuracy vs predicted latency, constrained), and aging evolution as an
-Optuna sampler, so that evolution too can share one study between workers.
+Optuna sampler, so that evolution (and random search) too can share one
+study between workers.
 
 Each position of the architecture is one categorical parameter. With
 ``storage`` the study is persistent: rerunning continues it, and several
@@ -278,7 +279,7 @@ class OptunaSearch(SearchStrategy):
 
     @classmethod
     def add_arguments(cls, parser) -> None:
-        group = parser.add_argument_group("shared, resumable studies (tpe, nsga2, evolution)")
+        group = parser.add_argument_group("shared, resumable studies (tpe, nsga2, evolution, random)")
         group.add_argument("--storage", metavar="URL",
                            help="Optuna storage making the search resumable and shareable between workers: "
                                 "sqlite:///study.db, postgresql+psycopg://USER@HOST:5432/DB or "
@@ -430,3 +431,10 @@ class OptunaEvolution(OptunaSearch):
     def make_sampler(self):
         return AgingEvolutionSampler(population_size=min(self.population_size, self.num_evaluations),
                                      tournament_size=self.tournament_size, seed=self.seed)
+
+
+class OptunaRandom(OptunaSearch):
+    """Uniform samples on an Optuna study: what ``random`` runs when given a storage."""
+
+    def make_sampler(self):
+        return optuna.samplers.RandomSampler(seed=None if self.storage else self.seed)

@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import numpy as np
 
+from nas.search._optuna import HEARTBEAT_S, OptunaRandom, OptunaSearch
 from nas.search.base import ProgressCallback, SearchProblem, SearchResult, SearchStrategy, check_positive
 
 
 class RandomSearch(SearchStrategy):
-    """Scores ``num_evaluations`` uniformly sampled architectures (distinct when the space allows)."""
+    """Scores ``num_evaluations`` uniformly sampled architectures (distinct when the space allows).
 
-    def __init__(self, *, seed: int = 0, num_evaluations: int | None = 3000):
+    With a study storage it samples on an Optuna study, so several workers can share it.
+    """
+
+    #: the same --storage / --study options as the Optuna strategies
+    add_arguments = classmethod(OptunaSearch.add_arguments.__func__)
+
+    def __init__(self, *, seed: int = 0, num_evaluations: int | None = 3000,
+                 storage: str | None = None, study_name: str | None = None, heartbeat_s: int = HEARTBEAT_S):
         super().__init__(seed=seed, num_evaluations=num_evaluations)
         self.num_evaluations = check_positive("num_evaluations", num_evaluations if num_evaluations is not None else 3000)
+        self.shared = None
+        if storage is not None or study_name is not None:
+            self.shared = OptunaRandom(seed=seed, num_evaluations=self.num_evaluations, storage=storage,
+                                       study_name=study_name, heartbeat_s=heartbeat_s)
 
     def search(self, problem: SearchProblem, progress: ProgressCallback | None = None) -> SearchResult:
+        if self.shared is not None:
+            self.shared.name = self.name
+            return self.shared.search(problem, progress)
         rng = np.random.default_rng(self.seed)
         everything = problem.all_archs()
         if everything is not None:

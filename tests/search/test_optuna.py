@@ -124,3 +124,21 @@ def test_the_sampler_draws_differently_for_each_trial_number():
     study = optuna.create_study(sampler=sampler, direction="maximize")
     study.optimize(lambda t: sum(t.suggest_categorical(f"x{i}", list(range(50))) for i in range(4)), n_trials=20)
     assert len({tuple(t.params.values()) for t in study.trials}) == 20
+
+
+def test_random_search_shares_a_study_too(pixel2_problem, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    pixel2_problem.device = "pixel2"
+    first = get_strategy("random", num_evaluations=4, storage=storage).search(pixel2_problem)
+    assert first.info["study_name"] == "nb201-pixel2-14ms-random"
+    again = get_strategy("random", num_evaluations=6, storage=storage).search(pixel2_problem)
+    assert again.info["resumed_trials"] == 4 and again.info["trials"] == 6
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "nsga2"])
+def test_every_sampling_strategy_takes_the_storage_option(strategy, capsys):
+    from nas.cli import main
+
+    assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", strategy,
+                 "--storage", "sqlite://x.db"]) == 2
+    assert "three slashes" in capsys.readouterr().err
