@@ -45,9 +45,9 @@ def test_space_without_accuracy_estimator_exits_2(monkeypatch, capsys):
     assert "no accuracy estimator yet" in capsys.readouterr().err
 
 
-def test_optuna_options_need_an_optuna_strategy(capsys):
-    assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", "random",
-                 "--storage", "sqlite:///x.db"]) == 2
+def test_study_options_need_a_strategy_that_shares_studies(capsys, tmp_path):
+    assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", "exhaustive",
+                 "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
     assert "--strategy" in capsys.readouterr().err
 
 
