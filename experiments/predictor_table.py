@@ -2,13 +2,17 @@
 
 For each space, method and seed: meta-train (timed), adapt on the meta-test
 devices' 10 reference architectures (900 random samples for scratch-900),
-score on every other architecture of the device. Writes a markdown table
-beside HELP's published numbers to experiments/results/predictor_table.md.
+score on every other architecture of the device. MAML, Meta-SGD and HELP
+are scored from meta-trained checkpoints (``$NAS_META_CHECKPOINTS/
+{space}_{method}_{seed}.npz``, else the shipped seed-0 ones, else meta-trained
+here on HELP's schedule), on this protocol and on the HELP paper's (800 test
+architectures, 10 random support architectures, 5 draws). Writes a markdown
+table beside HELP's published numbers to experiments/results/predictor_table.md.
 
-    nice python experiments/predictor_table.py --seeds 3 --jobs 2
+    nice python experiments/predictor_table.py --seeds 3 --meta-seeds 1 --jobs 1
 
 Each (space, method, seed) result is cached as JSON under --cache, so an
-interrupted run resumes; --only SPACE:METHOD reruns a subset.
+interrupted run resumes; --methods reruns a subset (with --rerun).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ PUBLISHED = {  # HELP paper, 10 samples from the target device (900 for BRP-NAS)
               "Meta-SGD (paper)": [None, None, None, 0.821, 0.822, 0.776, 0.806]},
 }
 RESULTS = Path(__file__).parent / "results"
-#: meta-training episodes of MAML, Meta-SGD and HELP in this benchmark (the
-#: library default is 1000; the shared 2-core machine could not fit 18 such runs)
-EPISODES = 400
+#: methods scored from meta-trained checkpoints, on both protocols
+META_LEARNED = ("maml", "meta-sgd", "help")
+#: random 10-architecture support sets per device on the paper's protocol
+PAPER_DRAWS = 5
 NOTES = """## Notes
 
 - **Default predictor (`stacked`)**: a stack of small linear latency models fitted on the device's
@@ -86,6 +91,25 @@ NOTES = """## Notes
 """
 
 
+def _meta_learned(space: str, method: str, seed: int):
+    """A meta-trained MAML / Meta-SGD / HELP predictor and its meta-training seconds:
+    the checkpoint ``$NAS_META_CHECKPOINTS/{space}_{method}_{seed}.npz`` when there
+    is one, else the shipped one for seed 0, else meta-trained here (HELP's schedule)."""
+    from nas.predictors import load_predictor, meta_train, shipped_checkpoint_path
+
+    folder = os.environ.get("NAS_META_CHECKPOINTS")
+    path = Path(folder) / f"{space}_{method}_{seed}.npz" if folder else None
+    if path is None or not path.is_file():
+        path = shipped_checkpoint_path(space, method) if seed == 0 else None
+    if path is not None and path.is_file():
+        predictor = load_predictor(path)
+        if predictor.seed == seed:
+            return predictor, predictor.training_log[-1]["seconds"]
+    started = time.perf_counter()
+    predictor = meta_train(method, space, seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return predictor, time.perf_counter() - started
+
+
 def run_one(space: str, method: str, seed: int) -> dict:
     """Meta-train (timed) and score one method; runs in a child process."""
     import torch
@@ -94,15 +118,16 @@ def run_one(space: str, method: str, seed: int) -> dict:
     from nas.predictors import evaluation, meta_train
     from nas.predictors.evaluation import table_archs
 
-    from nas.predictors.help import MetaConfig
+    extra = {}
+    if method in META_LEARNED:
+        from nas.predictors.help import paper_protocol
 
-    options = {"config": MetaConfig(episodes=EPISODES)} if method in ("maml", "meta-sgd", "help") else {}
-    started = time.perf_counter()
-    predictor = meta_train(method, space, seed, log=lambda m: print(m, file=sys.stderr, flush=True), **options)
-    train_s = time.perf_counter() - started
-    if seed == 0 and hasattr(predictor, "meta_train_s"):  # keep the seed-0 checkpoint for shipping
-        runs = Path(os.environ.get("NAS_PREDICTOR_RUNS", tempfile.gettempdir()))
-        predictor.save(runs / f"{space}_{method}_0.npz")
+        predictor, train_s = _meta_learned(space, method, seed)
+        extra["paper"] = paper_protocol(predictor, draws=PAPER_DRAWS, seed=seed)
+    else:
+        started = time.perf_counter()
+        predictor = meta_train(method, space, seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+        train_s = time.perf_counter() - started
     scores = evaluation.evaluate(lambda: predictor, space, num_samples=predictor.num_samples, seed=seed)
     result = evaluation.summary(scores)
     archs = list(table_archs(space)) * (60000 // len(table_archs(space)) + 1)
@@ -110,7 +135,7 @@ def run_one(space: str, method: str, seed: int) -> dict:
     started = time.perf_counter()
     predictor.predict_interval(archs, coverage=0.9)
     result.update(space=space, method=method, seed=seed, meta_train_s=train_s,
-                  archs_per_s=len(archs) / (time.perf_counter() - started))
+                  archs_per_s=len(archs) / (time.perf_counter() - started), **extra)
     return result
 
 
@@ -135,16 +160,38 @@ def _pm(values, digits=3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def table(results: dict, seeds: int) -> str:
+def kept_rows(path: Path) -> dict:
+    """``{(space, method label): table row}`` of an earlier results file."""
+    rows, space = {}, None
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        if line.startswith("## "):
+            space = line[3:].strip()
+        elif line.startswith("| ") and space:
+            rows.setdefault((space, line.split(" | ")[0][2:]), line)
+    return rows
+
+
+def kept_sections(path: Path) -> str:
+    """The robustness and speed sections of an earlier results file."""
+    text = path.read_text() if path.is_file() else ""
+    start, end = text.find("\n### nb201: devices that no source"), text.find("\n## Notes")
+    return text[start:end].strip("\n") + "\n" if 0 <= start < end else ""
+
+
+def table(results: dict, seeds: int, meta_seeds: int, kept: dict | None = None) -> str:
     from nas import benchmarks
+    from results_file import machine_line
+
+    kept = kept or {}
 
     lines = ["# Latency predictors on the HELP protocol", "",
              f"Spearman's rho on the meta-test devices after adapting on the device's 10 reference "
              f"architectures (900 random samples for scratch-900), scored on all other architectures of the "
-             f"device's table; mean ± std over {seeds} seeds (meta-training seed, and the 900-sample draw). "
+             f"device's table; mean ± std over {seeds} seeds (meta-training seed, and the 900-sample draw; "
+             f"{meta_seeds} meta-training seed{'s' if meta_seeds > 1 else ''} for MAML, Meta-SGD and HELP). "
              f"Deterministic methods (FLOPs, params, transfer) have std 0; the stacked default's seed only "
              f"changes its interval calibration sample. Generated by `experiments/predictor_table.py` on a "
-             f"shared 2-core CPU (torch 1 thread).", ""]
+             f"shared 2-core CPU (torch 1 thread): {machine_line()}.", ""]
     for space in ("nb201", "fbnet"):
         devices = benchmarks.help_protocol(space).meta_test_devices
         lines += [f"## {space}", "", "| method | " + " | ".join(devices) + " | mean | Kendall | MAPE % | within ±10 % | "
@@ -153,6 +200,8 @@ def table(results: dict, seeds: int) -> str:
         for method in METHODS:
             runs = results.get((space, method))
             if not runs:
+                if (space, LABELS[method]) in kept:
+                    lines.append(kept[space, LABELS[method]])
                 continue
             cells = []
             for i, _ in enumerate(devices):
@@ -168,7 +217,37 @@ def table(results: dict, seeds: int) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{paper[d]:.3f}" for d in devices)
                          + f" | {paper['mean']:.3f} |" + " |" * 7)
         lines.append("")
+        lines += paper_section(space, results)
     return "\n".join(lines)
+
+
+def paper_section(space: str, results: dict) -> list[str]:
+    """The meta-learned methods on the HELP paper's protocol, beside its numbers."""
+    from nas import benchmarks
+
+    devices = benchmarks.help_protocol(space).meta_test_devices
+    rows = [(method, results[space, method]) for method in META_LEARNED
+            if any("paper" in r for r in results.get((space, method), []))]
+    if not rows:
+        return []
+    size = benchmarks.help_protocol(space).num_meta_train_samples
+    lines = [f"### {space}: the paper's protocol", "",
+             f"Test set: architectures {size:,}–{size + 999:,} without each device's fastest and slowest 10 % "
+             f"(800 left); support: 10 random architectures of the device's meta-training pool (indices "
+             f"0–{size - 1:,}, same trim), the references serving only as hardware embedding; {PAPER_DRAWS} "
+             f"draws per seed. Mean ± std over seeds × draws.", "",
+             "| method | " + " | ".join(devices) + " | mean | seeds |", "|---" * (len(devices) + 3) + "|"]
+    for method, runs in rows:
+        runs = [r for r in runs if "paper" in r]
+        cells = [_pm([rho for r in runs for rho in r["paper"][d]]) for d in devices]
+        means = [np.mean([r["paper"][d][k] for d in devices]) for r in runs for k in range(PAPER_DRAWS)]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + f" | **{_pm(means)}** | {len(runs)} |")
+    for name, numbers in PUBLISHED[space].items():
+        if "900" in name or "FLOPs" in name:
+            continue
+        paper = dict(zip(PAPER_DEVICES, numbers))
+        lines.append(f"| {name} | " + " | ".join(f"{paper[d]:.3f}" for d in devices) + f" | {paper['mean']:.3f} | |")
+    return lines + [""]
 
 
 def robustness(space: str) -> list[str]:
@@ -238,12 +317,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=3, metavar=("SPACE", "METHOD", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--meta-seeds", type=int, help="seeds of MAML, Meta-SGD and HELP (default: --seeds); "
+                        "each needs a meta-trained checkpoint (see NAS_META_CHECKPOINTS) or meta-trains")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--spaces", default="nb201,fbnet")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "nas_predictor_runs"),
                         help="folder of per-run JSON results (and seed-0 checkpoints)")
     parser.add_argument("--rerun", action="store_true")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="copy the rows of methods not run now, and the robustness and speed sections, "
+                             "from the existing --out file")
     parser.add_argument("--out", default=str(RESULTS / "predictor_table.md"))
     args = parser.parse_args()
     if args.child:
@@ -252,8 +336,9 @@ def main() -> None:
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
+    meta_seeds = args.seeds if args.meta_seeds is None else args.meta_seeds
     jobs = [(space, method, seed) for method in args.methods.split(",") for space in args.spaces.split(",")
-            for seed in range(args.seeds)]
+            for seed in range(meta_seeds if method in META_LEARNED else args.seeds)]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda job: (job, _cached(cache, *job, args.rerun)), jobs))
     results: dict = {}
@@ -264,14 +349,18 @@ def main() -> None:
         key = (result["space"], result["method"])
         if key not in results or all(r["seed"] != result["seed"] for r in results[key]):
             results.setdefault(key, []).append(result)
-    text = table(results, args.seeds)
-    for space in args.spaces.split(","):
-        text += f"\n### {space}: devices that no source table contains (10 reference samples, Spearman)\n\n"
-        text += "\n".join(robustness(space)) + "\n"
-    text += "\n### Default predictor speed (best of 5, 50,000 random architectures, interval included)\n\n"
-    for space in args.spaces.split(","):
-        adapt_s, per_s = default_throughput(space)
-        text += f"- {space}: adapt {adapt_s:.3f} s on 10 measurements; {per_s:,.0f} architectures/s\n"
+    out = Path(args.out)
+    text = table(results, args.seeds, meta_seeds, kept_rows(out) if args.keep_others else None)
+    if args.keep_others and kept_sections(out):
+        text += "\n" + kept_sections(out)
+    else:
+        for space in args.spaces.split(","):
+            text += f"\n### {space}: devices that no source table contains (10 reference samples, Spearman)\n\n"
+            text += "\n".join(robustness(space)) + "\n"
+        text += "\n### Default predictor speed (best of 5, 50,000 random architectures, interval included)\n\n"
+        for space in args.spaces.split(","):
+            adapt_s, per_s = default_throughput(space)
+            text += f"- {space}: adapt {adapt_s:.3f} s on 10 measurements; {per_s:,.0f} architectures/s\n"
     text += "\n" + NOTES
     Path(args.out).write_text(text + "\n")
     print(text)

@@ -215,6 +215,66 @@ def cost_features(space: str, codes: np.ndarray) -> np.ndarray:
     return out
 
 
+# --- HELP's architecture encodings -------------------------------------------------------
+#: width of one FBNet layer in HELP's factorised code: kernel 3 / 5, then expansion
+#: e1 / e1 with 2 groups / e3 / e6; ``skip`` is all zeros
+FBNET_LAYER_CODE = 6
+
+
+@functools.lru_cache(maxsize=None)
+def _nb201_help_graphs() -> np.ndarray:
+    """HELP's graph of every NB201 cell (table order), flat ``[81 aggregation | 72 features]``.
+
+    Nodes: the 8 operation-on-node nodes of ``encode_graph`` plus one global
+    node that every node feeds. The aggregation matrix (row = receiving node)
+    holds the directed edges and self-loops, unnormalised; features are the 7
+    node types plus a global-node flag.
+    """
+    search_space = get_space("nb201")
+    strings = benchmarks.arch_strings("nb201")
+    out = np.zeros((len(strings), 81 + 72), dtype=np.float32)
+    for row, string in enumerate(strings):
+        adjacency, features = search_space.encode_graph(search_space._parse(string))
+        edges = np.zeros((9, 9), dtype=np.float32)
+        edges[:8, :8] = adjacency
+        edges[:8, 8] = 1.0  # every node feeds the global node
+        np.fill_diagonal(edges, 1.0)
+        nodes = np.zeros((9, 8), dtype=np.float32)
+        nodes[:8, :7] = features
+        nodes[8, 7] = 1.0
+        out[row, :81] = edges.T.ravel()  # a node sums over its sources
+        out[row, 81:] = nodes.ravel()
+    return out
+
+
+def help_encoding(space: str, codes: np.ndarray) -> np.ndarray:
+    """``[n, width]`` float32 input of HELP's latency network.
+
+    NB201: the flat global-node graph (153 values; architectures outside
+    the table are an error). FBNet: the factorised per-layer code (132
+    values). Other spaces: the one-hot code.
+    """
+    if space == "nb201":
+        rows = table_rows("nb201", codes)
+        if np.any(rows < 0):
+            raise UserInputError("an NB201 architecture is not among the 15,625 cells of the table")
+        return _nb201_help_graphs()[rows]
+    if space == "slm":
+        return slm_layer_codes(codes)
+    if space == "fbnet":
+        from nas.search_space.fbnet import CANDIDATES, parse_candidate
+
+        table = np.zeros((len(CANDIDATES), FBNET_LAYER_CODE), dtype=np.float32)
+        expansions = {(1, 1): 2, (1, 2): 3, (3, 1): 4, (6, 1): 5}
+        for k, op in enumerate(CANDIDATES):
+            if op != "skip":
+                kernel, expansion, groups = parse_candidate(op)
+                table[k, 0 if kernel == 3 else 1] = 1.0
+                table[k, expansions[expansion, groups]] = 1.0
+        return table[codes].reshape(len(codes), -1)
+    return one_hot(space, codes)
+
+
 # --- slm: layouts of variable depth ------------------------------------------------------
 #: hardware-independent costs of one generated token, per slm architecture: ``flops``
 #: (multiply-accumulates after 512 tokens), ``params``, ``dense_macs`` (everything but

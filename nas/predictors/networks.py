@@ -1,17 +1,14 @@
-"""Latency networks of HELP and the BRP-NAS-style baselines, written to be
-called functionally (``torch.func.functional_call``) on a parameter dict.
+"""Latency networks, written to be called functionally
+(``torch.func.functional_call``) on a parameter dict.
 
-Input of one architecture is a flat float vector:
-
-- NB201: the normalised cell graph, ``[64 adjacency | 56 node features]``
-  (:func:`network_inputs`), read by a 4-layer graph convolution network
-  with a mean readout over the nodes;
-- FBNet: the 22 x 9 one-hot layer code, read by a 2-layer MLP.
-
-The architecture feature is concatenated with the hardware feature (an MLP
-over the 10 normalised reference latencies) and a 3-layer head outputs the
-normalised latency. Without a hardware embedding the head reads the
-architecture feature alone.
+- :class:`HelpNet`: HELP's network (architecture encoder, hardware-embedding
+  MLP, 3-layer head) and :class:`InferenceNet`, its hardware-conditioned
+  initialisation; inputs from :func:`nas.predictors.features.help_encoding`.
+- :class:`LatencyNet`: the BRP-NAS-style network of the scratch baselines.
+  Input of one architecture is a flat float vector: for NB201 the normalised
+  cell graph, ``[64 adjacency | 56 node features]`` (:func:`network_inputs`),
+  read by a 4-layer graph convolution network with a mean readout; for FBNet
+  the 22 x 9 one-hot layer code, read by a 2-layer MLP.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from nas.predictors.features import one_hot, op_codes, table_rows
 from nas.search_space import get_space
 
 NUM_REFERENCE = 10
-HEAD_LAYERS = ("head1", "head2", "head3")
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,37 +95,113 @@ class LatencyNet(nn.Module):
         return self.head3(h).squeeze(-1)
 
 
-class InferenceNet(nn.Module):
-    """HELP's hardware-conditioned initialisation: maps the hardware
-    embedding to a Gaussian over per-unit multiplicative (weight) and
-    additive (bias) modulations of the head layers."""
+class GraphConvolution(nn.Module):
+    """Directed sum aggregation: ``aggregation @ (h @ weight) + bias``, no
+    degree normalisation (HELP's layer; weight is ``[in, out]``)."""
 
-    def __init__(self, hidden: int = 100):
+    def __init__(self, in_features: int, out_features: int):
         super().__init__()
-        self.sizes = [hidden, hidden, 1]
-        self.body = nn.Linear(NUM_REFERENCE, hidden)
-        self.mean = nn.Linear(hidden, 2 * sum(self.sizes))
-        self.log_var = nn.Linear(hidden, 2 * sum(self.sizes))
-        for layer in (self.mean, self.log_var):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-        with torch.no_grad():
-            self.log_var.bias.fill_(-6.0)
+        self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-0.05, 0.05))
+        bound = out_features ** -0.5
+        self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+
+    def forward(self, h: torch.Tensor, aggregation: torch.Tensor) -> torch.Tensor:
+        return aggregation @ (h @ self.weight) + self.bias
+
+
+class HelpNet(nn.Module):
+    """HELP's latency network (Lee et al., NeurIPS 2021).
+
+    Architecture encoder: for NB201, 4 graph convolutions over the cell's
+    global-node graph (:func:`nas.predictors.features.help_encoding`), read
+    out at the global node; for layer-wise spaces, a 2-layer MLP over the
+    factorised layer code. Hardware encoder: a 2-layer MLP over the 10
+    reference latencies min-max scaled to [0, 1]. Head: ``fc3``, ``fc4``
+    (width of the concatenated features, 2 x hidden) and ``fc5`` to one
+    normalised latency.
+    """
+
+    def __init__(self, space: str, hidden: int = 100, hardware_embedding: bool = True):
+        super().__init__()
+        self.space = space
+        self.hardware_embedding = hardware_embedding
+        if space == "nb201":
+            for i, width in enumerate((8, hidden, hidden, hidden)):
+                self.add_module(f"gc{i + 1}", GraphConvolution(width, hidden))
+        else:
+            self.fc1 = nn.Linear(help_input_size(space), hidden)
+            self.fc2 = nn.Linear(hidden, hidden)
+        features = hidden
+        if hardware_embedding:
+            self.fc_hw1 = nn.Linear(NUM_REFERENCE, hidden)
+            self.fc_hw2 = nn.Linear(hidden, hidden)
+            features = 2 * hidden
+        self.fc3 = nn.Linear(features, features)
+        self.fc4 = nn.Linear(features, features)
+        self.fc5 = nn.Linear(features, 1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.space == "nb201":
+            aggregation = x[..., :81].reshape(*x.shape[:-1], 9, 9)
+            h = x[..., 81:].reshape(*x.shape[:-1], 9, 8)
+            for i in range(1, 5):
+                h = torch.relu(getattr(self, f"gc{i}")(h, aggregation))
+            return h[..., -1, :]  # the global node
+        return torch.relu(self.fc2(torch.relu(self.fc1(x))))
+
+    def forward(self, x: torch.Tensor, hardware: torch.Tensor) -> torch.Tensor:
+        """``x [n, input]``, ``hardware [10]`` scaled reference latencies -> ``[n]``."""
+        h = self.encode(x)
+        if self.hardware_embedding:
+            e = torch.relu(self.fc_hw2(torch.relu(self.fc_hw1(hardware))))
+            h = torch.cat([h, e.expand(h.shape[0], -1)], dim=-1)
+        h = torch.relu(self.fc3(h))
+        h = torch.relu(self.fc4(h))
+        return self.fc5(h).squeeze(-1)
+
+
+def help_input_size(space: str) -> int:
+    from nas.predictors.features import FBNET_LAYER_CODE
+
+    if space == "nb201":
+        return 81 + 72
+    if space == "fbnet":
+        return FBNET_LAYER_CODE * len(get_space(space).choices)
+    return get_space(space).encoding_size
+
+
+#: HELP's modulated head layers, in order
+MODULATED = ("fc3", "fc4", "fc5")
+
+
+class InferenceNet(nn.Module):
+    """HELP's hardware-conditioned initialisation: the hardware embedding
+    gives a diagonal Gaussian over one multiplicative modulation per input
+    column of each head layer's weight and one additive modulation of each
+    head layer's bias (``2 * width * 3 + 3`` values)."""
+
+    def __init__(self, width: int = 200):
+        super().__init__()
+        self.width = width
+        self.size = 3 * width + 3
+        self.fc1 = nn.Linear(NUM_REFERENCE, 10)
+        self.fc2 = nn.Linear(10, 2 * self.size)
 
     def forward(self, hardware: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.relu(self.body(hardware))
-        return self.mean(h), self.log_var(h)
+        """``(mean, std)`` of the modulations."""
+        stats = self.fc2(torch.relu(self.fc1(hardware)))
+        return stats[:self.size], torch.nn.functional.softplus(stats[self.size:])
 
 
-def modulate(params: dict[str, torch.Tensor], z: torch.Tensor, sizes: list[int]) -> dict[str, torch.Tensor]:
-    """Head weights scaled by ``1 + z_w`` per output unit, biases shifted by ``z_b``."""
+def modulate(params: dict[str, torch.Tensor], z: torch.Tensor, width: int,
+             scale: float = 0.01) -> dict[str, torch.Tensor]:
+    """Head weights scaled by ``1 + scale * z_w`` per input column, biases
+    shifted by ``scale * z_b``."""
     out = dict(params)
-    offset = 0
-    for layer, size in zip(HEAD_LAYERS, sizes):
-        z_w, z_b = z[offset:offset + size], z[offset + size:offset + 2 * size]
-        offset += 2 * size
-        out[f"{layer}.weight"] = params[f"{layer}.weight"] * (1 + z_w)[:, None]
-        out[f"{layer}.bias"] = params[f"{layer}.bias"] + z_b
+    for i, layer in enumerate(MODULATED):
+        z_w = z[i * width:(i + 1) * width]
+        out[f"{layer}.weight"] = params[f"{layer}.weight"] * (1 + scale * z_w)
+        out[f"{layer}.bias"] = params[f"{layer}.bias"] + scale * z[3 * width + i]
     return out
 
 
