@@ -150,7 +150,10 @@ def fastest_layout(predictor: LatencyPredictor) -> WidthChoice:
 class DecodeTiming:
     """Every device measurement one search takes, and the predictor adapted on them."""
 
-    def __init__(self, device: Device, *, context: int = 512, store: Any = None, progress: bool = False):
+    def __init__(self, device: Device, *, context: int = 512, store: Any = None, progress: bool = False,
+                 references: Sequence[str] | None = None):
+        space = get_space(SPACE)
+        self.references = [space.from_string(r) for r in references] if references else None
         self.device = device.with_settings(context_length=context)
         self.context = context
         self.store = store
@@ -172,7 +175,7 @@ class DecodeTiming:
         from nas.profilers.protocol import check_runtime_settings  # noqa: F401  (fails early on bad settings)
 
         space = get_space(SPACE)
-        references = reference_archs()
+        references = self.references or reference_archs()
         records = self._measure(references, "reference")
         samples = {space.to_string(a): r.latency_ms for a, r in zip(references, records)}
         reused = sum(getattr(r, "source", "") == "stored" for r in records)

@@ -39,7 +39,7 @@ class RecallTask:
 
     num_pairs: int = 8
     num_queries: int = 8
-    train_steps: int = 200
+    train_steps: int = 120
     batch_size: int = 16
     learning_rate: float = 3e-3
     test_sequences: int = 256

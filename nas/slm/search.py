@@ -48,8 +48,6 @@ from nas.slm.recall import RecallTask, recall_accuracy
 from nas.slm.training import TrainingConfig, bits_per_byte, train_language_model
 
 SPACE = "slm"
-#: bytes of the test split scored for the result's test bits per byte (windows spread over the split)
-TEST_BYTES = 65_536
 #: bytes of the continuation prompt shown in ``summary.txt`` (its end)
 PROMPT_SHOWN = 240
 
@@ -68,6 +66,8 @@ class SlmSearchConfig:
     context: int = 512
     training: TrainingConfig = TrainingConfig()
     recall: RecallTask = RecallTask()
+    #: bytes of the test split scored for the result's test bits per byte (windows spread over the split)
+    test_bytes: int = 65_536
     seed: int = 0
 
     def __post_init__(self):
@@ -276,14 +276,17 @@ def default_work_dir(device: str, budget_ms: float, config: SlmSearchConfig) -> 
 def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchConfig = SlmSearchConfig(),
                layouts: Sequence[str] | None = None, work_dir: str | os.PathLike | None = None,
                resume: bool = False, out: str | os.PathLike | None = None, store: Any = None,
-               progress: bool = True, threads: int | None = None) -> SlmSearchOutcome:
+               progress: bool = True, threads: int | None = None,
+               references: Sequence[str] | None = None) -> SlmSearchOutcome:
     """Search the ``slm`` space for the lowest-loss language model whose measured
     decode latency on ``device`` meets ``latency`` (ms per generated token).
 
     ``layouts`` (canonical layout strings) replaces evolution: exactly those
     layouts are trained, each at its widest width meeting the budget.
     ``work_dir`` keeps trained candidates (default under the measurement
-    store's folder); ``resume`` reuses them. ``out`` writes the ONNX graphs,
+    store's folder); ``resume`` reuses them. ``references`` (canonical
+    strings) replaces the space's reference architectures measured to adapt
+    the latency predictor. ``out`` writes the ONNX graphs,
     ``result.json`` and ``summary.txt``. Raises :class:`UserInputError` for
     bad input, including a budget no layout can meet.
     """
@@ -301,7 +304,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
     if work.resumed:
         say(f"resuming: {work.resumed} trained candidates found in {work.path}")
 
-    timing = decode_latency.DecodeTiming(device, context=config.context, store=store, progress=progress)
+    timing = decode_latency.DecodeTiming(device, context=config.context, store=store, progress=progress,
+                                         references=references)
     say(f"measuring the reference architectures on {device.name} (decode after {config.context} tokens)")
     latency_model = timing.adapted_predictor()
     narrowest = decode_latency.fastest_layout(latency_model)
@@ -320,7 +324,7 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
         if choice is None:
             record = CandidateRecord(key, None, None, None, None, None)
             work.save(record, None)
-            say(f"candidate {len(work.records)}: {key} -- no width meets the budget, not trained")
+            say(f"layout {key}: no width is predicted to meet the budget, not trained")
             return record
         torch.manual_seed(config.seed)
         model = build(choice.arch)
@@ -329,7 +333,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
                                  choice.high_ms, run.val_bpb, run.wall_s)
         work.save(record, model)
         work.prune(config.finalists + 2)
-        say(f"candidate {len(work.records)}: {choice.arch}  val {run.val_bpb:.3f} bpb, predicted "
+        trained = sum(r.val_bpb is not None for r in work.records.values())
+        say(f"candidate {trained}: {choice.arch}  val {run.val_bpb:.3f} bpb, predicted "
             f"{choice.predicted_ms:.2f} ms/token, trained in {run.wall_s:.0f} s")
         return record
 
@@ -385,7 +390,7 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
             torch.manual_seed(config.seed)
             model = build(record.arch)
             train_language_model(model, corpus.train, None, config.training)
-        test_bpb = bits_per_byte(model, corpus.test, context=config.training.context, max_bytes=TEST_BYTES)
+        test_bpb = bits_per_byte(model, corpus.test, context=config.training.context, max_bytes=config.test_bytes)
         recall = next(f.get("recall_accuracy") for f in finalists if f["arch"] == record.arch)
         outcome = SlmSearchOutcome(**common, status="verified", arch=record.arch, layout=record.layout,
                                    width=record.width, val_bpb=record.val_bpb, test_bpb=test_bpb,
@@ -400,12 +405,30 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
     return outcome
 
 
+def shrink_to_fit(layout, feasible: Callable[[Any], bool]):
+    """``layout`` with blocks dropped (last stage first, one at a time) until
+    ``feasible`` holds; None when even one block per required stage is not.
+    Uniform samples are mostly deep; this keeps their block types under a tight budget."""
+    space = get_space(SPACE)
+    genes = list(layout)
+    while not feasible(tuple(genes)):
+        for stage in (2, 1, 0):
+            floor = int(space.choices[5 * stage + 4][0])
+            if int(genes[5 * stage + 4]) > floor:
+                genes[5 * stage + 4] = str(int(genes[5 * stage + 4]) - 1)
+                genes = list(space.normalize(genes))
+                break
+        else:
+            return None
+    return tuple(genes)
+
+
 def _evolve(evaluate: Callable[[Any], CandidateRecord], feasible: Callable[[Any], bool],
             config: SlmSearchConfig) -> None:
     """Aging evolution over layouts: tournament selection, one mutation per
-    child, the oldest member dies. The first members are random layouts with
-    a width predicted to meet the budget; a child with none joins the
-    population untrained and ages out. Deterministic given the seed, the
+    child, the oldest member dies. The first members are random layouts,
+    shrunk until a width is predicted to meet the budget; a child with none
+    joins the population untrained and ages out. Deterministic given the seed, the
     predictor and the candidates' losses, so a resumed search replays the
     same choices."""
     space = get_space(SPACE)
@@ -416,8 +439,8 @@ def _evolve(evaluate: Callable[[Any], CandidateRecord], feasible: Callable[[Any]
     while len(trained) < config.num_candidates and tries < 100 * config.num_candidates:
         tries += 1
         if len(population) < config.population_size:
-            layout = space.sample(rng)
-            if not feasible(layout):
+            layout = shrink_to_fit(space.sample(rng), feasible)
+            if layout is None:
                 continue
         else:
             picks = rng.choice(len(population), size=config.tournament_size, replace=False)

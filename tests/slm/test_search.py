@@ -77,3 +77,80 @@ def _one_factor_apart(space, a, b) -> bool:
     mixer slots count as one factor when a ratio change brings in a mixer)."""
     stages = [s for s in range(3) if a[5 * s:5 * s + 5] != b[5 * s:5 * s + 5]]
     return len(stages) == 1 and a[-1] == b[-1]
+
+
+# --- a tiny search, measured for real on this machine -----------------------------------------------
+
+TINY = dict(num_candidates=2, population_size=2, tournament_size=1, finalists=1, verify=2, context=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory):
+    """Two layouts trained for a few steps, the references and finalist timed
+    with a short protocol; the store and work folder are shared by the tests below."""
+    from nas.devices import get_device
+    from nas.slm.recall import RecallTask
+    from nas.slm.search import search_slm
+    from nas.slm.training import TrainingConfig
+
+    root = tmp_path_factory.mktemp("slm-search")
+    device = get_device("local-cpu").with_settings(rounds=2, runs_per_round=3, warmup_runs=1, extra_rounds=0)
+    config = SlmSearchConfig(**TINY, training=TrainingConfig(tokens=3 * 4 * 16, batch_size=4, context=16,
+                                                             eval_bytes=512),
+                             recall=RecallTask(num_pairs=2, num_queries=2, train_steps=2, batch_size=4,
+                                               test_sequences=8), test_bytes=1024)
+    # four small references keep the test short; a search normally measures the space's ten
+    references = ["SWA | M2 | - @64", "D F | A F | - @128", "M2 F | D F | M2 F @192", "A F F | GD | - @256"]
+    run = dict(device=device, config=config, layouts=["SWA | M2 | -", "D | D | - @64"], work_dir=root / "work",
+               store=str(root / "measurements.db"), progress=False, references=references)
+    outcome = search_slm(latency="1000ms", out=root / "out", **run)
+    return outcome, run, root
+
+
+def test_the_result_is_trained_measured_within_budget_and_exported(tiny_search):
+    outcome, _, root = tiny_search
+    out = root / "out"
+    record = json.loads((out / "result.json").read_text())
+    assert record["status"] == "verified" and record["arch"].endswith("@256")  # a generous budget: widest width
+    assert record["layout"] in ("SWA | M2 | -", "D | D | -")
+    assert record["measured_ms_per_token"] + record["measured_spread_ms"] <= 1000
+    assert record["val_bpb"] < 8.5 and record["test_bpb"] < 8.5 and 0 <= record["recall_accuracy"] <= 1
+    roles = [m["role"] for m in record["device_measurements"]]
+    assert record["device_measurement_count"] == len(roles) == roles.count("reference") + roles.count("finalist")
+    assert roles.count("finalist") >= 1 and record["trained_candidates"] == 2
+    assert all(m["settings"]["context_length"] == 16 for m in record["device_measurements"])
+    summary = (out / "summary.txt").read_text()
+    assert f"target-device measurements: {len(roles)}" in summary
+    continuation = summary.rstrip("\n").rsplit(">>>", 1)[1]
+    assert len(continuation) > 0 and record["continuation"].startswith(continuation[:10])
+
+    from nas.search_space.slm.runtime import OnnxLanguageModel
+    from nas.slm.search import continuation_prompt
+    import torch
+
+    # the exported graphs carry the trained weights: ONNX Runtime and PyTorch agree on the continuation
+    prompt = continuation_prompt(16)
+    onnx_tokens = OnnxLanguageModel(out / "decode.onnx", out / "prefill.onnx").generate(prompt, 8)[0]
+    torch_tokens = outcome.model.generate(torch.tensor([list(prompt)]), 8)[0].numpy()
+    assert onnx_tokens.tolist() == torch_tokens.tolist()
+
+
+def test_resume_trains_nothing_again(tiny_search):
+    from nas.slm.search import search_slm
+
+    first, run, root = tiny_search
+    log = (root / "work" / "candidates.jsonl").read_text()
+    again = search_slm(latency="1000ms", resume=True, **run)
+    assert again.resumed_candidates == 2
+    assert (root / "work" / "candidates.jsonl").read_text() == log  # no candidate trained or added
+    assert again.arch == first.arch and again.val_bpb == first.val_bpb
+    assert all(m["source"] == "stored" for m in again.device_measurements)
+
+
+def test_a_budget_below_the_fastest_layout_names_it(tiny_search):
+    from nas.errors import UserInputError
+    from nas.slm.search import search_slm
+
+    _, run, _ = tiny_search
+    with pytest.raises(UserInputError, match=r"below the fastest layout of the space: .* @64"):
+        search_slm(latency="0.0001ms", **run)

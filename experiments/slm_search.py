@@ -1,0 +1,161 @@
+"""The searched hybrid against latency-matched single-operator language models.
+
+For each decode-latency budget on ``local-cpu``:
+
+- ``hybrid``: ``nas search --space slm`` (aging evolution; every candidate at
+  the widest width predicted to meet the budget, trained on the same token
+  budget; finalists measured; the lowest-loss one measured within budget);
+- ``attention`` / ``mamba2`` / ``deltanet``: the hybrid's layer structure
+  (depth, FFN placement) with every mixer replaced by one operator, at the
+  widest width meeting the same budget, trained on the same token budget,
+  measured the same way.
+
+Reported per model: measured ms/token (decode after CONTEXT tokens, batch 1),
+validation and test bits per byte, associative-recall accuracy, wall time.
+Target: the hybrid has the lowest test bits per byte at every budget, with
+its measured latency within the budget.
+
+    nice -n 10 .venv/bin/python experiments/slm_search.py [--budgets 1.5 3] [--candidates 6] [--tokens N]
+
+Results: ``experiments/results/slm_search.md`` (rewritten after each model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_file import machine_line, write_keeping_reading  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "slm_search.md"
+SINGLE = {"attention": "A", "mamba2": "M2", "deltanet": "D"}
+
+
+def single_operator_layout(arch: str, mixer: str) -> str:
+    """``arch``'s stages with every mixer replaced by ``mixer`` (FFNs kept, width dropped)."""
+    layout = arch.rpartition("@")[0]
+    stages = []
+    for stage in layout.split("|"):
+        tokens = stage.split()
+        stages.append(" ".join(t if t in ("F", "-") else mixer for t in tokens))
+    return " | ".join(stages)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[1.5, 3.0], help="ms/token")
+    parser.add_argument("--candidates", type=int, default=6, help="layouts the hybrid search trains")
+    parser.add_argument("--population", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=None, help="training tokens per model (default: the search's)")
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "nas-slm-search"),
+                        help="work folder: trained candidates, measurement store, result rows of every budget "
+                             "(budgets may run in parallel processes sharing it; the table shows them all)")
+    args = parser.parse_args()
+
+    import torch
+
+    from nas.slm.search import SlmSearchConfig, search_slm
+    from nas.slm.training import TrainingConfig
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    store = str(work / "measurements.db")
+    training = TrainingConfig(tokens=args.tokens) if args.tokens else TrainingConfig()
+    config = SlmSearchConfig(num_candidates=args.candidates, population_size=args.population,
+                             tournament_size=min(2, args.population), finalists=2, context=args.context,
+                             training=training)
+    for budget in args.budgets:
+        rows_file = work / f"rows-{budget:g}ms.jsonl"
+        rows_file.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        hybrid = search_slm("local-cpu", budget, config=config, work_dir=work / f"hybrid-{budget:g}",
+                            store=store, resume=True)
+        _keep(rows_file, _row(budget, "hybrid (searched)", hybrid, time.perf_counter() - t0))
+        _write(work, args, config)
+        if hybrid.arch is None:
+            continue
+        for name, mixer in SINGLE.items():
+            t0 = time.perf_counter()
+            layout = single_operator_layout(hybrid.arch, mixer)
+            try:
+                outcome = search_slm("local-cpu", budget, config=dataclasses.replace(config, finalists=1),
+                                     layouts=[layout], work_dir=work / f"{name}-{budget:g}", store=store,
+                                     resume=True)
+            except Exception as error:  # e.g. no width of this operator meets the budget
+                _keep(rows_file, {"budget_ms": budget, "model": name, "arch": layout, "error": str(error),
+                                  "wall_s": time.perf_counter() - t0})
+            else:
+                _keep(rows_file, _row(budget, name, outcome, time.perf_counter() - t0))
+            _write(work, args, config)
+    return 0
+
+
+def _row(budget: float, name: str, outcome, wall_s: float) -> dict:
+    row = {"budget_ms": budget, "model": name, "arch": outcome.arch, "measured_ms": outcome.measured_ms,
+           "val_bpb": outcome.val_bpb, "test_bpb": outcome.test_bpb, "recall": outcome.recall_accuracy,
+           "wall_s": wall_s, "trained": sum(c.val_bpb is not None for c in outcome.candidates),
+           "device_measurements": len(outcome.device_measurements)}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def _keep(path: Path, row: dict) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _write(work: Path, args, config) -> None:
+    rows = [json.loads(line) for path in sorted(work.glob("rows-*ms.jsonl")) for line in path.read_text().splitlines()]
+    rows.sort(key=lambda r: r["budget_ms"])
+    budgets = sorted({r["budget_ms"] for r in rows})
+    t = config.training
+    lines = ["# `slm` search: searched hybrid vs latency-matched single-operator models", "",
+             f"Generated by `experiments/slm_search.py --budgets {' '.join(f'{b:g}' for b in budgets)} "
+             f"--candidates {args.candidates}`; {machine_line()}; {args.threads} training thread(s).", "",
+             f"Every model: {t.tokens} training tokens ({t.steps} steps of {t.batch_size} x {t.context} bytes, "
+             f"AdamW, cosine), width = widest on the ladder predicted to meet the budget, decode latency "
+             f"measured on local-cpu after {config.context} tokens (batch 1, ONNX Runtime, 1 thread). "
+             f"Recall: {config.recall.num_pairs} key-value pairs, {config.recall.num_queries} queries, "
+             f"{config.recall.train_steps} training steps.", "",
+             "Stages are separated by `/` in the table (`|` in the canonical strings).", "",
+             "| budget ms | model | architecture | measured ms/token | val bpb | test bpb | recall | wall s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['budget_ms']:g} | {r['model']} | `{r['arch'].replace('|', '/')}` | - | - | - | - | {r['error']} |")
+            continue
+        if r["arch"] is None:
+            lines.append(f"| {r['budget_ms']:g} | {r['model']} | none measured within budget | - | - | - | - | "
+                         f"{r['wall_s']:.0f} |")
+            continue
+        recall = f"{100 * r['recall']:.1f}%" if r["recall"] is not None else "-"
+        lines.append(f"| {r['budget_ms']:g} | {r['model']} | `{r['arch'].replace('|', '/')}` | {r['measured_ms']:.3f} | "
+                     f"{r['val_bpb']:.3f} | {r['test_bpb']:.3f} | {recall} | {r['wall_s']:.0f} |")
+    wins = []
+    for budget in budgets:
+        group = [r for r in rows if r["budget_ms"] == budget and r.get("test_bpb") is not None]
+        hybrid = next((r for r in group if r["model"].startswith("hybrid")), None)
+        if hybrid and len(group) > 1:
+            best = min(group, key=lambda r: r["test_bpb"])
+            wins.append(f"{budget:g} ms: lowest test bpb {best['model']} ({best['test_bpb']:.3f}); hybrid "
+                        f"{'within' if hybrid['measured_ms'] <= budget else 'OVER'} budget")
+    total_s = sum(r["wall_s"] for r in rows)
+    lines += ["", *(f"- {w}" for w in wins), "",
+              f"Wall time, all models: {total_s / 60:.1f} min (budgets may have run in parallel processes)."]
+    text = "\n".join(lines) + "\n"
+    write_keeping_reading(RESULTS, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
