@@ -270,7 +270,8 @@ def finish(args) -> None:
     protocols["slm"] = {"reference_arch_indices": references,
                         "meta_train_devices": [n for n in names if n not in (TEST_SETTING, VALID_SETTING)],
                         "meta_valid_devices": [VALID_SETTING], "meta_test_devices": [TEST_SETTING],
-                        "num_meta_train_sample": len(complete) - len(references), "num_samples": 10}
+                        # HELP meta-trains on the first three quarters, meta-validates on the rest
+                        "num_meta_train_sample": (3 * len(complete)) // 4, "num_samples": 10}
     protocol_file.write_text(json.dumps(protocols, indent=1) + "\n")
 
 

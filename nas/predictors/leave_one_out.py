@@ -20,11 +20,12 @@ BASELINES = ("flops", "params", "transfer")
 
 def leave_one_device_out(method: str, space: str, num_samples: int | None = None, seed: int = 0,
                          devices: Sequence[str] | None = None,
-                         log: Callable[[str], None] | None = None) -> dict:
+                         log: Callable[[str], None] | None = None, options: dict | None = None) -> dict:
     """Scores of ``method`` with each device of ``space``'s table held out in
     turn (``devices``: only these), as :func:`nas.predictors.evaluation.summary`
     plus ``method``, ``space``, ``num_samples``. Checkpoints are never used:
-    every fold meta-trains afresh, so the held-out device is never seen."""
+    every fold meta-trains afresh, so the held-out device is never seen.
+    ``options`` go to the method's meta-training (e.g. HELP's ``config``)."""
     from nas.predictors.methods import meta_train
 
     log = log or (lambda message: None)
@@ -38,7 +39,7 @@ def leave_one_device_out(method: str, space: str, num_samples: int | None = None
         with benchmarks.device_split(space, train, [valid], [held_out]) as split:
             samples = num_samples or split.num_samples
             log(f"{method}: meta-training without {held_out}")
-            predictor = meta_train(method, space, seed, log)
+            predictor = meta_train(method, space, seed, log, **(options or {}))
             scores += evaluate(lambda: predictor, space, [held_out], samples, seed)
     out = summary(scores)
     out.update(method=method, space=space, num_samples=num_samples or benchmarks.help_protocol(space).num_samples)
