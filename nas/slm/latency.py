@@ -180,7 +180,13 @@ class DecodeTiming:
         samples = {space.to_string(a): r.latency_ms for a, r in zip(references, records)}
         reused = sum(getattr(r, "source", "") == "stored" for r in records)
         base, self.predictor_source = base_predictor(self.context)
-        self.predictor = CalibratedPredictor(base).adapt(samples)
+        try:
+            self.predictor = CalibratedPredictor(base).adapt(samples)
+        except (ValueError, KeyError, RuntimeError) as error:  # e.g. a checkpoint for other reference settings
+            fallback = CostFitPredictor(SPACE, self.context)
+            self.predictor = CalibratedPredictor(fallback).adapt(samples)
+            self.predictor_source = (f"fit of layer count and MACs on the reference measurements "
+                                     f"({self.predictor_source} could not adapt: {error})")
         self.reference_source = (f"{len(samples)} reference architectures measured"
                                  + (f", {reused} of them reused from the store" if reused else ""))
         return self.predictor

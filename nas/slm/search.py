@@ -162,6 +162,7 @@ class SlmSearchOutcome:
     seed: int
     wall_s: float = 0.0
     resumed_candidates: int = 0
+    latency_predictor: str = ""
     model: Any = None
     continuation: str | None = None
     prompt_tail: str | None = None
@@ -177,7 +178,7 @@ class SlmSearchOutcome:
             "finalists": self.finalists,
             "device_measurements": self.device_measurements,
             "device_measurement_count": len(self.device_measurements),
-            "reference_source": self.reference_source,
+            "reference_source": self.reference_source, "latency_predictor": self.latency_predictor,
             "candidates": [asdict(c) for c in self.candidates],
             "trained_candidates": sum(c.val_bpb is not None for c in self.candidates),
             "resumed_candidates": self.resumed_candidates,
@@ -378,7 +379,7 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
                   candidates=list(work.records.values()), finalists=finalists,
                   device_measurements=timing.log(), reference_source=timing.reference_source,
                   training=config.training.to_dict(), recall_task=asdict(config.recall), seed=config.seed,
-                  resumed_candidates=work.resumed)
+                  resumed_candidates=work.resumed, latency_predictor=timing.predictor_source)
     if chosen is None:
         outcome = SlmSearchOutcome(**common, status="over_budget", arch=None, layout=None, width=None,
                                    val_bpb=None, test_bpb=None, recall_accuracy=None, predicted_ms=None,

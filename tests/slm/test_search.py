@@ -118,6 +118,7 @@ def test_the_result_is_trained_measured_within_budget_and_exported(tiny_search):
     roles = [m["role"] for m in record["device_measurements"]]
     assert record["device_measurement_count"] == len(roles) == roles.count("reference") + roles.count("finalist")
     assert roles.count("finalist") >= 1 and record["trained_candidates"] == 2
+    assert record["latency_predictor"]  # which predictor chose the widths
     assert all(m["settings"]["context_length"] == 16 for m in record["device_measurements"])
     summary = (out / "summary.txt").read_text()
     assert f"target-device measurements: {len(roles)}" in summary
