@@ -197,7 +197,7 @@ class QuantizationResult:
         acc, lat = self.accuracy, self.latency_ms
         lines = [f"quantize: {self.model} on {self.device}, {self.dataset}, tolerance {self.tolerance}, "
                  f"scorer {self.scorer}",
-                 f"int8 layers: {self.search.k} of {len(self.layers) + len(self.not_fused)} "
+                 f"{self.precision} layers: {self.search.k} of {len(self.layers) + len(self.not_fused)} "
                  f"({self.search.num_evaluations} accuracy evaluations, bound "
                  f"{max_bisection_evaluations(len(self.search.order))})"]
         if self.not_fused:

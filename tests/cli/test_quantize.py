@@ -56,3 +56,9 @@ def test_quantize_a_model_file_and_report_json(model_file, tmp_path, capsys):
     assert report["search"]["k"] == report["num_layers"] == 2  # any accuracy is inside 100 points
     assert set(report["latency_ms"]) == {"float32", "all_int8", "chosen"}
     assert (tmp_path / "out" / "model_int8.onnx").is_file()
+
+
+def test_a_slow_precision_runs_when_forced(model_file, tmp_path, capsys):
+    code = main(["quantize", "--model", str(model_file), "--data", "digits", "--precision", "int16", "--force",
+                 "--tolerance", "100pt", "--no-latency", "--out", str(tmp_path), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["precision"] == "int16"
