@@ -1,6 +1,7 @@
-"""Baselines that need no meta-training: FLOPs, parameter count, and a
-latency network trained from scratch on the device's own samples (BRP-NAS
-style: GCN for NB201, MLP for FBNet), at 10 or at 900 samples."""
+"""Baselines that need no meta-training: structural priors (FLOPs,
+parameter count, layer and operator counts, memory traffic), and a latency
+network trained from scratch on the device's own samples (BRP-NAS style:
+GCN for NB201, MLP for FBNet), at 10 or at 900 samples."""
 
 from __future__ import annotations
 
@@ -11,10 +12,49 @@ import torch
 from torch.func import functional_call
 
 from nas.predictors.base import LatencyPredictor
-from nas.predictors.features import flops_and_params, op_codes
+from nas.predictors.features import cost_features, flops_and_params, op_codes
 from nas.predictors.networks import LatencyNet, as_arrays, from_arrays, network_inputs
 from nas.predictors.registry import register_predictor
 from nas.search_space import Arch
+
+
+#: per NB201 operation (none, skip, 1x1 conv, 3x3 conv, 3x3 avg pool): kernels it runs
+#: unfused (ReLU, conv, BatchNorm for a conv) and feature maps it reads and writes
+_NB201_OPERATORS = np.array([1.0, 0.0, 3.0, 3.0, 1.0])
+_NB201_TRAFFIC = np.array([2.0, 1.0, 6.0, 6.0, 2.0])
+
+
+def structural_priors(space: str, codes: np.ndarray) -> dict[str, np.ndarray]:
+    """Hardware-independent cost of each architecture, by name, one value per row of ``codes``.
+
+    ``flops`` (multiply-accumulates), ``params``, ``layers`` (positions not
+    ``none`` / not an identity ``skip``), ``non_skip_layers`` (convolutions and
+    pools), ``convs`` (convolution layers), ``operators`` (kernels an
+    unfused runtime launches: what per-operator overhead pays for) and
+    ``memory_traffic`` (feature-map elements read and written, in units of
+    one cell's map for NB201).
+    """
+    flops, params = flops_and_params(space, codes)
+    priors = {"flops": flops, "params": params}
+    if space == "nb201":
+        priors.update(layers=(codes != 0).sum(axis=1), non_skip_layers=(codes >= 2).sum(axis=1),
+                      convs=((codes == 2) | (codes == 3)).sum(axis=1),
+                      operators=_NB201_OPERATORS[codes].sum(axis=1), memory_traffic=_NB201_TRAFFIC[codes].sum(axis=1))
+    elif space == "fbnet":
+        from nas.search_space.fbnet import CANDIDATES, layer_shapes
+
+        skip = CANDIDATES.index("skip")
+        shapes = layer_shapes()
+        identity = np.array([c_in == c_out and stride == 1 for c_in, c_out, stride in shapes])
+        grouped = np.array(["_g2" in op for op in CANDIDATES])
+        cost = cost_features(space, codes)
+        blocks = codes != skip
+        # a block runs 3 convs, 3 BatchNorms, 2 ReLUs (+ a shuffle when grouped, + the residual
+        # add when shapes match); a projecting skip runs conv, BatchNorm, ReLU
+        operators = (8 * blocks + 3 * grouped[codes] + (blocks & identity) + 3 * (~blocks & ~identity)).sum(axis=1)
+        priors.update(layers=(blocks | ~identity).sum(axis=1), non_skip_layers=blocks.sum(axis=1),
+                      convs=cost[:, 4], operators=operators, memory_traffic=cost[:, 2])
+    return {name: np.asarray(value, dtype=np.float64) for name, value in priors.items()}
 
 
 class ProxyPredictor(LatencyPredictor):

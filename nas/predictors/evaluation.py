@@ -9,6 +9,7 @@ coverage of its 90 % interval.
 
 from __future__ import annotations
 
+import csv
 import functools
 import time
 from dataclasses import asdict, dataclass
@@ -94,6 +95,70 @@ def evaluate(make_predictor: Callable[[], object], space: str, devices: Sequence
         predicted, low, high = predictor.predict_interval(held_out_archs, coverage=0.9)
         measured = benchmarks.latency_table(space).column(device)[held_out]
         scores.append(score(device, measured, predicted, low, high, adapt_s))
+    return scores
+
+
+@dataclass
+class HeldoutTable:
+    """Latency (ms) measured on the held-out devices of ``nas/data/heldout/``:
+    ``rows`` index the space's benchmark table; NaN where a device lacks a row."""
+
+    space: str
+    rows: np.ndarray
+    devices: tuple[str, ...]
+    latency_ms: np.ndarray  # [rows, devices]
+
+    def column(self, device: str) -> np.ndarray:
+        return self.latency_ms[:, self.devices.index(device)]
+
+
+def heldout_table(space: str) -> HeldoutTable | None:
+    """The held-out devices' measurements of ``space`` (None when none are shipped).
+
+    These devices (runtimes on a CPU, see ``experiments/heldout_devices.py``)
+    are never read by meta-training; they test predictors on devices unlike
+    the recorded tables.
+    """
+    from importlib import resources
+
+    path = resources.files("nas").joinpath("data", "heldout", f"{space}.csv")
+    if not path.is_file():
+        return None
+    with path.open() as handle:
+        records = [r for r in csv.DictReader(handle) if int(r["row"]) >= 0]  # row -1 pins the scale
+    rows = sorted({int(r["row"]) for r in records})
+    devices = tuple(dict.fromkeys(r["device"] for r in records))
+    where = {row: i for i, row in enumerate(rows)}
+    latency = np.full((len(rows), len(devices)), np.nan)
+    for r in records:
+        latency[where[int(r["row"])], devices.index(r["device"])] = float(r["latency_ms"])
+    return HeldoutTable(space, np.array(rows, dtype=np.int64), devices, latency)
+
+
+def evaluate_heldout(make_predictor: Callable[[], object], space: str,
+                     devices: Sequence[str] | None = None) -> list[DeviceScore]:
+    """Adapt on each held-out device's 10 reference architectures; score on
+    every other architecture measured on it."""
+    table = heldout_table(space)
+    if table is None:
+        return []
+    archs = table_archs(space)
+    strings = benchmarks.arch_strings(space)
+    reference = set(benchmarks.help_protocol(space).reference_indices)
+    scores = []
+    for device in devices or table.devices:
+        y = table.column(device)
+        known = np.isfinite(y)
+        support = known & np.isin(table.rows, list(reference))
+        if support.sum() < len(reference):
+            continue  # the references are measured first; a device without them is still being measured
+        test = known & ~support
+        predictor = make_predictor()
+        start = time.perf_counter()
+        predictor.adapt({strings[r]: float(v) for r, v in zip(table.rows[support], y[support])})
+        adapt_s = time.perf_counter() - start
+        predicted, low, high = predictor.predict_interval([archs[r] for r in table.rows[test]], coverage=0.9)
+        scores.append(score(device, y[test], predicted, low, high, adapt_s))
     return scores
 
 

@@ -7,15 +7,18 @@ Each candidate is linear in milliseconds over one feature family:
   (all of them by non-negative least squares, each alone, each pair);
 - cost: hardware-independent cost features (operation counts for NB201;
   1x1 / depthwise MACs, activation traffic, parameters, conv count for FBNet);
-- FLOPs;
+- FLOPs, and each structural prior alone (parameters, layer, convolution
+  and operator counts, memory traffic; see
+  :func:`nas.predictors.baselines.structural_priors`);
 - an additive per-layer latency table (ridge on the one-hot code), which
   only earns weight when the device gives many measurements.
 
 Adapting fits every candidate on the measurements, scores it by leave-one-out
 error in log space, and mixes the candidates' log predictions with softmin
-weights of that error (the temperature is meta-learned on held-out devices).
-Devices unlike every training table fall back on the cost and FLOPs models,
-so the predictor does not fall apart there. The interval is split-conformal:
+weights of that error (the temperature is meta-learned on held-out devices);
+a model whose held-out error is far below the mixture's predicts alone.
+Devices unlike every training table fall back on the cost and structural
+models, so the predictor does not fall apart there. The interval is split-conformal:
 log residuals normalised by the device's leave-one-out error, calibrated on
 meta-train (leave-device-out) and meta-valid devices in the 10-shot regime.
 """
@@ -31,6 +34,7 @@ from scipy.optimize import nnls
 from nas import benchmarks
 from nas.errors import UserInputError
 from nas.predictors.base import LatencyPredictor
+from nas.predictors.baselines import structural_priors
 from nas.predictors.features import SourceLatencies, cost_features, flops_and_params, one_hot, op_codes
 from nas.predictors.registry import register_predictor
 from nas.search_space import Arch
@@ -43,16 +47,22 @@ ONE_HOT_RIDGE = (1.0, 10.0)
 SCALE_FLOOR = 0.01
 #: models whose mixture weight is below this share of the largest are dropped after adapting
 MIN_WEIGHT = 1e-3
+#: a model predicts alone when its held-out error is below this share of the mixture's (on the
+#: recorded devices the best model never gets there; choosing it at any lower error loses rank there)
+ALONE_RATIO = 0.5
 
 
-def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int) -> np.ndarray:
+def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int,
+                   num_priors: int = 0) -> np.ndarray:
     """``[features, models]`` coefficients of every candidate, fitted on ``phi`` rows.
 
     ``phi`` columns: source latencies (``num_sources``), standardised cost
-    features (``num_cost``), MFLOPs, constant 1, then the one-hot code.
+    features (``num_cost``), MFLOPs, constant 1, the one-hot code, then the
+    standardised structural priors (``num_priors``, last).
     """
     features = phi.shape[1]
     one = num_sources + num_cost + 1
+    priors = list(range(features - num_priors, features))
     models = []
 
     def add(columns, weights):
@@ -74,17 +84,22 @@ def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, nu
         add(cost, scale * np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ latency_ms / scale))
     flops = [num_sources + num_cost, one]
     add(flops, np.linalg.lstsq(phi[:, flops], latency_ms, rcond=None)[0])
+    # each structural prior alone: on a device run by per-layer or per-operator overhead
+    # one count explains the latency, and held-out error finds which
+    for j in priors:
+        add([j, one], np.linalg.lstsq(phi[:, [j, one]], latency_ms, rcond=None)[0])
     # additive per-layer latency table (ridge on the one-hot code, dual form): weak at 10
     # samples, where held-out error mutes it, and the best model with hundreds
-    code = phi[:, one + 1:]
+    code = phi[:, one + 1:features - num_priors]
     gram = code @ code.T
     for lam in ONE_HOT_RIDGE:
         alpha = np.linalg.solve(gram + lam * np.eye(len(latency_ms)), latency_ms / scale - 1.0)
-        add(list(range(one + 1, features)) + [one], np.r_[scale * (code.T @ alpha), scale])
+        add(list(range(one + 1, features - num_priors)) + [one], np.r_[scale * (code.T @ alpha), scale])
     return np.stack(models, axis=1)
 
 
-def held_out_predictions(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int) -> np.ndarray:
+def held_out_predictions(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int,
+                         num_priors: int = 0) -> np.ndarray:
     """``[n, models]``: each measurement predicted by candidates fitted without it
     (leave-one-out, or 10 folds beyond ``MAX_LEAVE_ONE_OUT`` measurements)."""
     n = len(latency_ms)
@@ -95,7 +110,7 @@ def held_out_predictions(phi: np.ndarray, latency_ms: np.ndarray, num_sources: i
     out = None
     for fold in folds:
         keep = np.setdiff1d(np.arange(n), fold)
-        coefficients = fit_candidates(phi[keep], latency_ms[keep], num_sources, num_cost)
+        coefficients = fit_candidates(phi[keep], latency_ms[keep], num_sources, num_cost, num_priors)
         predicted = phi[fold] @ coefficients
         if out is None:
             out = np.zeros((n, predicted.shape[1]))
@@ -117,7 +132,8 @@ class StackedPredictor(LatencyPredictor):
 
     def __init__(self, space: str, source: SourceLatencies | None = None, temperature: float = 2.0,
                  cost_center: np.ndarray | None = None, cost_scale: np.ndarray | None = None,
-                 calibration: np.ndarray | None = None):
+                 calibration: np.ndarray | None = None, prior_center: np.ndarray | None = None,
+                 prior_scale: np.ndarray | None = None):
         super().__init__(space)
         self.source = source or SourceLatencies(space, benchmarks.help_protocol(space).meta_train_devices)
         self.temperature = float(temperature)
@@ -126,6 +142,10 @@ class StackedPredictor(LatencyPredictor):
             cost = cost_features(space, codes)
             cost_center, cost_scale = cost.mean(axis=0), cost.std(axis=0) + 1e-12
         self.cost_center, self.cost_scale = np.asarray(cost_center), np.asarray(cost_scale)
+        if prior_center is None:
+            priors = self._priors(op_codes(space, [self.search_space._parse(s) for s in benchmarks.arch_strings(space)]))
+            prior_center, prior_scale = priors.mean(axis=0), priors.std(axis=0) + 1e-12
+        self.prior_center, self.prior_scale = np.asarray(prior_center), np.asarray(prior_scale)
         #: sorted normalised absolute log residuals of calibration devices
         self.calibration = None if calibration is None else np.sort(np.asarray(calibration, dtype=np.float64))
         self.coefficients: np.ndarray | None = None
@@ -133,16 +153,23 @@ class StackedPredictor(LatencyPredictor):
         self.log_scale: float | None = None
 
     # --- features -------------------------------------------------------------------
+    def _priors(self, codes: np.ndarray) -> np.ndarray:
+        """``[n, k]`` structural priors other than FLOPs (which has its own column)."""
+        priors = structural_priors(self.space, codes)
+        return np.stack([v for name, v in priors.items() if name != "flops"], axis=1)
+
     def design(self, codes: np.ndarray) -> np.ndarray:
-        """``[n, features]``: source latencies, standardised cost features, MFLOPs, 1, one-hot code."""
+        """``[n, features]``: source latencies, standardised cost features, MFLOPs, 1, one-hot
+        code, standardised structural priors."""
         cost = (cost_features(self.space, codes) - self.cost_center) / self.cost_scale
         flops, _ = flops_and_params(self.space, codes)
+        priors = (self._priors(codes) - self.prior_center) / self.prior_scale
         return np.concatenate([self.source(codes), cost, flops[:, None] / 1e6, np.ones((len(codes), 1)),
-                               one_hot(self.space, codes)], axis=1)
+                               one_hot(self.space, codes), priors], axis=1)
 
     @property
-    def _sizes(self) -> tuple[int, int]:
-        return len(self.source.devices), len(self.cost_center)
+    def _sizes(self) -> tuple[int, int, int]:
+        return len(self.source.devices), len(self.cost_center), len(self.prior_center)
 
     # --- contract ---------------------------------------------------------------------
     def adapt(self, measurements: Mapping[str, float]) -> "StackedPredictor":
@@ -160,6 +187,12 @@ class StackedPredictor(LatencyPredictor):
         log_held_out = np.log(held_out)
         log_errors = ((log_held_out - np.log(latency_ms)[:, None]) ** 2).mean(axis=0)
         mixture = softmin_weights(log_errors, self.temperature)
+        mixed_error = float(((log_held_out @ mixture - np.log(latency_ms)) ** 2).mean())
+        best = int(np.argmin(log_errors))
+        if log_errors[best] < ALONE_RATIO * mixed_error:
+            # when one model explains this device's samples far better than the mix (a device
+            # unlike every source, run by one count), it alone predicts
+            mixture = np.eye(len(mixture))[best]
         kept = mixture >= MIN_WEIGHT * mixture.max()  # negligible models cost time, not accuracy
         self.coefficients, self.mixture = self.coefficients[:, kept], mixture[kept] / mixture[kept].sum()
         log_held_out = log_held_out[:, kept]
@@ -176,7 +209,7 @@ class StackedPredictor(LatencyPredictor):
 
     def _candidates(self, codes: np.ndarray) -> np.ndarray:
         """``design(codes) @ coefficients``, block by block, skipping feature blocks no kept model reads."""
-        sources, cost = self._sizes
+        sources, cost, priors = self._sizes
         one = sources + cost + 1
         c = self.coefficients
         out = np.broadcast_to(c[one], (len(codes), c.shape[1])).copy()
@@ -186,13 +219,15 @@ class StackedPredictor(LatencyPredictor):
             out += ((cost_features(self.space, codes) - self.cost_center) / self.cost_scale) @ c[sources:sources + cost]
         if np.any(c[sources + cost]):
             out += np.outer(flops_and_params(self.space, codes)[0] / 1e6, c[sources + cost])
-        per_op = c[one + 1:]
+        per_op = c[one + 1:len(c) - priors]
         if np.any(per_op) and len({len(ops) for ops in self.search_space.choices}) > 1:
             out += one_hot(self.space, codes) @ per_op  # positions with different numbers of choices (slm)
         elif np.any(per_op):
             per_op = per_op.reshape(codes.shape[1], -1, c.shape[1])
             for position in range(codes.shape[1]):
                 out += per_op[position, codes[:, position]]
+        if priors and np.any(c[len(c) - priors:]):
+            out += ((self._priors(codes) - self.prior_center) / self.prior_scale) @ c[len(c) - priors:]
         return out
 
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
@@ -219,7 +254,7 @@ class StackedPredictor(LatencyPredictor):
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"source_devices": list(self.source.devices), "temperature": self.temperature}
         arrays = {"source_coefficients": self.source.coefficients, "cost_center": self.cost_center,
-                  "cost_scale": self.cost_scale}
+                  "cost_scale": self.cost_scale, "prior_center": self.prior_center, "prior_scale": self.prior_scale}
         if self.calibration is not None:
             arrays["calibration"] = self.calibration
         if self.coefficients is not None:
@@ -230,15 +265,20 @@ class StackedPredictor(LatencyPredictor):
     @classmethod
     def from_state(cls, space, meta, arrays):
         predictor = cls(space, SourceLatencies(space, meta["source_devices"], arrays["source_coefficients"]),
-                        meta["temperature"], arrays["cost_center"], arrays["cost_scale"], arrays.get("calibration"))
+                        meta["temperature"], arrays["cost_center"], arrays["cost_scale"], arrays.get("calibration"),
+                        arrays.get("prior_center"), arrays.get("prior_scale"))
         if "coefficients" in arrays:
-            predictor.coefficients, predictor.mixture = arrays["coefficients"], arrays["mixture"]
+            coefficients = arrays["coefficients"]
+            if "prior_center" not in arrays:  # written before the structural priors joined: they weigh nothing
+                coefficients = np.concatenate([coefficients, np.zeros((len(predictor.prior_center),
+                                                                       coefficients.shape[1]))])
+            predictor.coefficients, predictor.mixture = coefficients, arrays["mixture"]
             predictor.log_scale, predictor._floor_ms = meta["log_scale"], meta["floor_ms"]
         return predictor
 
     # --- meta-training ------------------------------------------------------------------
     @classmethod
-    def meta_train(cls, space: str, seed: int = 0, log=None, temperatures=(0.5, 1.0, 2.0, 4.0),
+    def meta_train(cls, space: str, seed: int = 0, log=None, temperatures=(0.25, 0.5, 1.0, 2.0),
                    residuals_per_device: int = 1500) -> "StackedPredictor":
         """Choose the mixing temperature and calibrate the interval on
         held-out devices only: each meta-train device with its own column
@@ -257,7 +297,8 @@ class StackedPredictor(LatencyPredictor):
         for device in protocol.meta_train_devices:
             others = [d for d in protocol.meta_train_devices if d != device]
             tasks.append((device, cls(space, SourceLatencies(space, others), cost_center=full.cost_center,
-                                      cost_scale=full.cost_scale)))
+                                      cost_scale=full.cost_scale, prior_center=full.prior_center,
+                                      prior_scale=full.prior_scale)))
         tasks += [(device, full) for device in protocol.meta_valid_devices]
         best = None
         for temperature in temperatures:
@@ -282,7 +323,7 @@ class StackedPredictor(LatencyPredictor):
             residuals.append(log_error / predictor.log_scale)
         log(f"chose temperature {best[1]}; calibrated the interval on {len(tasks)} devices")
         return cls(space, full.source, best[1], full.cost_center, full.cost_scale,
-                   np.concatenate(residuals).astype(np.float32))
+                   np.concatenate(residuals).astype(np.float32), full.prior_center, full.prior_scale)
 
 
 @register_predictor("stacked-900")
