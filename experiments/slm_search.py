@@ -59,6 +59,8 @@ def main() -> int:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "nas-slm-search"),
                         help="work folder: trained candidates, measurement store, result rows of every budget "
                              "(budgets may run in parallel processes sharing it; the table shows them all)")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="keep each budget's hybrid row from an earlier run and (re)run only the baselines")
     args = parser.parse_args()
 
     import torch
@@ -76,17 +78,23 @@ def main() -> int:
                              training=training)
     for budget in args.budgets:
         rows_file = work / f"rows-{budget:g}ms.jsonl"
-        rows_file.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        hybrid = search_slm("local-cpu", budget, config=config, work_dir=work / f"hybrid-{budget:g}",
-                            store=store, resume=True)
-        _keep(rows_file, _row(budget, "hybrid (searched)", hybrid, time.perf_counter() - t0))
-        _write(work, args, config)
-        if hybrid.arch is None:
+        if args.baselines_only:
+            kept = [line for line in rows_file.read_text().splitlines() if '"hybrid' in line]
+            rows_file.write_text("".join(line + "\n" for line in kept))
+            hybrid_arch = json.loads(kept[0])["arch"]
+        else:
+            rows_file.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            hybrid = search_slm("local-cpu", budget, config=config, work_dir=work / f"hybrid-{budget:g}",
+                                store=store, resume=True)
+            _keep(rows_file, _row(budget, "hybrid (searched)", hybrid, time.perf_counter() - t0))
+            _write(work, args, config)
+            hybrid_arch = hybrid.arch
+        if hybrid_arch is None:
             continue
         for name, mixer in SINGLE.items():
             t0 = time.perf_counter()
-            layout = single_operator_layout(hybrid.arch, mixer)
+            layout = single_operator_layout(hybrid_arch, mixer)
             try:
                 outcome = search_slm("local-cpu", budget, config=dataclasses.replace(config, finalists=1),
                                      layouts=[layout], work_dir=work / f"{name}-{budget:g}", store=store,

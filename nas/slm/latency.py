@@ -147,6 +147,14 @@ def fastest_layout(predictor: LatencyPredictor) -> WidthChoice:
                        float(min(low[i], predicted[i])), float(max(high[i], predicted[i])))
 
 
+def _probe_archs(count: int = 40) -> list[Arch]:
+    """Seeded random layouts at every width, plus the minimal ones: what a search asks the predictor about."""
+    space = get_space(SPACE)
+    rng = np.random.default_rng(12345)
+    samples = [space.sample(rng) for _ in range(count)]
+    return minimal_layouts() + [space.with_width(a, w) for a in samples for w in space.widths]
+
+
 class DecodeTiming:
     """Every device measurement one search takes, and the predictor adapted on them."""
 
@@ -182,6 +190,7 @@ class DecodeTiming:
         base, self.predictor_source = base_predictor(self.context)
         try:
             self.predictor = CalibratedPredictor(base).adapt(samples)
+            self.predictor.predict_interval(_probe_archs(), 0.9)  # it must answer for every kind of layout
         except (ValueError, KeyError, RuntimeError) as error:  # e.g. a checkpoint for other reference settings
             fallback = CostFitPredictor(SPACE, self.context)
             self.predictor = CalibratedPredictor(fallback).adapt(samples)
