@@ -139,6 +139,6 @@ def test_random_search_shares_a_study_too(pixel2_problem, tmp_path):
 def test_every_sampling_strategy_takes_the_storage_option(strategy, capsys):
     from nas.cli import main
 
-    assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", strategy,
+    assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", strategy, "--evaluations", "5",
                  "--storage", "sqlite://x.db"]) == 2
     assert "three slashes" in capsys.readouterr().err
