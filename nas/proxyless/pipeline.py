@@ -86,7 +86,8 @@ def derive_within_budget(probs: np.ndarray, table: LatencyLookupTable, budget_ms
                       "meets_budget": measured <= budget_ms})
         if measured <= budget_ms:
             return {"arch": arch, "predicted_latency_ms": predicted, "measured_latency_ms": measured, "trail": trail}
-        scale = max(scale, measured / predicted)
+        # a table that predicts (almost) nothing for this path would make the ratio infinite: floor it
+        scale = max(scale, measured / max(predicted, 1e-3 * budget_ms))
         limit = budget_ms * margin ** (attempt + 1)
     fastest = min(trail, key=lambda t: t["measured_latency_ms"], default=None)
     floor = f"; the fastest measured was {fastest['measured_latency_ms']:.2f} ms" if fastest else ""
