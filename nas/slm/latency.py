@@ -90,6 +90,56 @@ class CostFitPredictor(LatencyPredictor):
         return predictor
 
 
+class FallbackPredictor(LatencyPredictor):
+    """``primary`` until it fails on an architecture (a checkpoint that does
+    not cover every layout), then :class:`CostFitPredictor` from that call on,
+    for the rest of the search; ``failure`` says why."""
+
+    name = "slm-fallback"
+
+    def __init__(self, primary: LatencyPredictor, context: int = 512):
+        super().__init__(SPACE)
+        self.primary = primary
+        self.fallback = CostFitPredictor(SPACE, context)
+        self.failure: str | None = None
+        self.failures: list[str] = []  # shared by copies (a calibrated predictor re-adapts copies)
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        clone = FallbackPredictor.__new__(FallbackPredictor)
+        clone.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items() if k != "failures"})
+        clone.failures = self.failures
+        return clone
+
+    def _failed(self, error: Exception) -> None:
+        self.failure = str(error)
+        self.failures.append(self.failure)
+
+    def adapt(self, measurements: Mapping[str, float]) -> "FallbackPredictor":
+        self.fallback.adapt(measurements)
+        if self.failure is None:
+            try:
+                self.primary.adapt(measurements)
+            except (ValueError, KeyError, RuntimeError, IndexError) as error:
+                self._failed(error)
+        return self
+
+    def _call(self, method: str, *args):
+        if self.failure is None:
+            try:
+                return getattr(self.primary, method)(*args)
+            except (ValueError, KeyError, RuntimeError, IndexError) as error:
+                self._failed(error)
+        return getattr(self.fallback, method)(*args)
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        return self._call("predict", archs)
+
+    def predict_interval(self, archs: Sequence[Arch], coverage: float = 0.9):
+        return self._call("predict_interval", archs, coverage)
+
+
 def base_predictor(context: int) -> tuple[LatencyPredictor, str]:
     """The unadapted predictor a search uses, and a line saying which it is."""
     from nas import predictors
@@ -97,7 +147,8 @@ def base_predictor(context: int) -> tuple[LatencyPredictor, str]:
     try:
         path = predictors.default_checkpoint_path(SPACE)
         if path.is_file():
-            return predictors.load_default_predictor(SPACE), f"default slm predictor ({path.name})"
+            return (FallbackPredictor(predictors.load_default_predictor(SPACE), context),
+                    f"default slm predictor ({path.name})")
     except (UserInputError, KeyError, FileNotFoundError, ValueError):
         pass
     return CostFitPredictor(SPACE, context), "fit of layer count and MACs on the reference measurements"
@@ -207,6 +258,15 @@ class DecodeTiming:
         if self.predictor is not None and arch not in self.predictor.samples:
             self.predictor.add(arch, record.latency_ms)
         return record
+
+    @property
+    def latency_model(self) -> str:
+        """Which predictor chose the widths, including a switch to the cost fit mid-search."""
+        base = getattr(self.predictor, "base", None)
+        if isinstance(base, FallbackPredictor) and base.failures:
+            return (f"{self.predictor_source}, the fit of layer count and MACs wherever the default predictor "
+                    f"failed ({len(base.failures)} times, first: {base.failures[0]})")
+        return self.predictor_source
 
     @property
     def verifications(self) -> list:

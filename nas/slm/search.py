@@ -379,7 +379,7 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
                   candidates=list(work.records.values()), finalists=finalists,
                   device_measurements=timing.log(), reference_source=timing.reference_source,
                   training=config.training.to_dict(), recall_task=asdict(config.recall), seed=config.seed,
-                  resumed_candidates=work.resumed, latency_predictor=timing.predictor_source)
+                  resumed_candidates=work.resumed, latency_predictor=timing.latency_model)
     if chosen is None:
         outcome = SlmSearchOutcome(**common, status="over_budget", arch=None, layout=None, width=None,
                                    val_bpb=None, test_bpb=None, recall_accuracy=None, predicted_ms=None,
