@@ -156,12 +156,9 @@ class SourceLatencies:
         known = rows >= 0
         out[known] = self._columns[rows[known]]
         if not known.all():
-            unknown = codes[~known]
-            per_op = self.coefficients[:-1].reshape(unknown.shape[1], -1, len(self.devices))
-            estimate = np.full((len(unknown), len(self.devices)), self.coefficients[-1])
-            for position in range(unknown.shape[1]):
-                estimate += per_op[position, unknown[:, position]]
-            out[~known] = np.maximum(estimate, 1e-3)
+            # the same additive model as the fit: one-hot (positions may offer different numbers of choices)
+            estimate = one_hot(self.space, codes[~known]).astype(np.float64) @ self.coefficients[:-1]
+            out[~known] = np.maximum(estimate + self.coefficients[-1], 1e-3)
         return out
 
 

@@ -91,3 +91,19 @@ def test_checkpoint_written_before_the_structural_priors_still_loads_and_predict
     if not kept_prior_weight:  # the same models, the same predictions
         assert np.allclose(restored.predict_codes(codes), predictor.predict_codes(codes))
     assert np.all(np.isfinite(restored.predict_codes(codes)))
+
+
+def test_source_latencies_estimate_slm_layouts_outside_the_table():
+    """slm positions offer different numbers of choices; the additive estimate must still apply."""
+    import numpy as np
+
+    from nas import benchmarks
+    from nas.predictors.features import SourceLatencies, op_codes
+    from nas.search_space import get_space
+
+    space = get_space("slm")
+    devices = benchmarks.help_protocol("slm").meta_train_devices[:3]
+    archs = [space.sample(np.random.default_rng(seed)) for seed in range(5)]
+    archs.append(space.from_string("SWA F | M2 F | - @256"))
+    out = SourceLatencies("slm", devices)(op_codes("slm", archs))
+    assert out.shape == (6, 3) and np.isfinite(out).all() and (out > 0).all()
