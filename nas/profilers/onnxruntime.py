@@ -20,6 +20,25 @@ from nas.profilers import register_profiler
 from nas.profilers.protocol import InterleavedProfiler, Timer, check_runtime_settings
 
 
+def cpu_session(path: str | os.PathLike, threads: int = 1, graph_optimization_level: str = "all"):
+    """An ONNX Runtime CPU session of ``path`` as every timing in this package runs one:
+    ``threads`` intra-op threads, one inter-op thread, sequential execution, quiet logs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[graph_optimization_level]
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeModel:
     """One ONNX model loaded into an ONNX Runtime session with fixed
     settings; calling it with ``runs`` times that many inferences (ms each).
@@ -34,22 +53,11 @@ class OnnxRuntimeModel:
 
         check_runtime_settings({"threads": threads, "batch_size": batch_size,
                                 "graph_optimization_level": graph_optimization_level})
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = {
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[graph_optimization_level]
-        options.log_severity_level = 3
         path = Path(onnx_path)
         if not path.is_file():
             raise UserInputError(f"no ONNX model at {str(path)!r}")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, threads, graph_optimization_level)
         except Exception as error:  # ONNX Runtime raises its own exception types for bad models
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserInputError(f"{str(path)!r} is not an ONNX model ONNX Runtime can run: {reason}. "

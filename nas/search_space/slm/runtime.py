@@ -24,20 +24,9 @@ DEFAULT_CONTEXT_LENGTH = 512
 
 def session(path: str | os.PathLike, threads: int = 1, graph_optimization_level: str = "all"):
     """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads, run sequentially."""
-    import onnxruntime as ort
+    from nas.profilers.onnxruntime import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = {
-        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[graph_optimization_level]
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads, graph_optimization_level)
 
 
 def graph_kind(sess) -> str:
