@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.predictors.features import one_hot, op_codes, table_rows
+from nas.predictors.features import one_hot, table_rows
 from nas.search_space import get_space
 
 NUM_REFERENCE = 10

@@ -30,6 +30,7 @@ model that held the old scale are removed, imported rows stay as they are.
 
 from __future__ import annotations
 
+import abc
 import csv
 import json
 import os
@@ -308,19 +309,19 @@ def measure_claimed(store: MeasurementStore, device: str | Device, settings: dic
 # --------------------------------------------------------------------------- #
 # The two databases
 # --------------------------------------------------------------------------- #
-class _Backend:
+class _Backend(abc.ABC):
     """One connection: statements with ``?`` placeholders, each committed at once."""
 
     tiebreak = "arch"
 
-    def execute(self, sql: str, values: Sequence = ()) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def execute(self, sql: str, values: Sequence = ()) -> None: ...
 
-    def query(self, sql: str, values: Sequence = ()) -> list[tuple]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def query(self, sql: str, values: Sequence = ()) -> list[tuple]: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
 
 class _SQLite(_Backend):

@@ -20,7 +20,6 @@ from nas.proxyless.data import DATASETS, DataSplits, load_data
 from nas.proxyless.latency_table import SPACE, LatencyLookupTable, anchor_archs, fit_to_predictor
 from nas.proxyless.search import LATENCY_LOSSES, ProxylessSearch, SearchConfig, check_supernet_format
 from nas.proxyless.supernet import SUPERNET_FORMAT, ProxylessSupernet
-from nas.proxyless.train import accuracy_percent
 from nas.search_space import Arch, get_space
 
 try:  # the search package is optional for the rest of nas.proxyless

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from nas import package_versions
 from nas.budget import parse_latency_ms
-from nas.devices import Device, get_device, resolve_device
+from nas.devices import Device, resolve_device
 from nas.errors import DeviceUnavailableError, UserInputError
 from nas.search.accuracy import get_accuracy_estimator
 from nas.search.base import Candidate, SearchProblem
@@ -131,8 +131,8 @@ class SearchOutcome:
             lines.append(f"measured latency: {self.measured_latency_ms:.2f} ms on {self.device} "
                          f"-- meets the {self.budget_ms:g} ms budget")
             if self.predicted_interval_ms[1] > self.budget_ms:
-                lines.append(f"  (its predicted interval crosses the budget: it was measured because it was likely "
-                             f"enough to meet it, and the measurement decides)")
+                lines.append("  (its predicted interval crosses the budget: it was measured because it was likely "
+                             "enough to meet it, and the measurement decides)")
             if self.reference_sample:
                 lines.append(f"note: this is one of the reference samples measured on "
                              f"{self.samples_device or self.device} before the search to adapt the predictor, "

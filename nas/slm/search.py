@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,7 +40,7 @@ import torch
 from nas import package_versions
 from nas.budget import parse_latency_ms
 from nas.devices import Device, get_device
-from nas.errors import DeviceUnavailableError, UserInputError
+from nas.errors import UserInputError
 from nas.search_space import get_space
 from nas.slm import latency as decode_latency
 from nas.slm.corpus import load_corpus

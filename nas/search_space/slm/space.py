@@ -282,7 +282,10 @@ class SlmSpace(SearchSpace):
         return MAX_OPERATORS * len(ENCODED_LAYERS) + len(WIDTHS)
 
     def decode(self, code: np.ndarray) -> Arch:
-        raise NotImplementedError("the layer-wise slm code has no stage boundaries; keep the architecture instead")
+        from nas.errors import UserInputError
+
+        raise UserInputError("an slm encoding cannot be decoded: the layer-wise code has no stage boundaries; "
+                             "keep the architecture (or its canonical string) instead")
 
     # --- the shipped latency table ---------------------------------------------------
     def from_index(self, index: int) -> Arch:
