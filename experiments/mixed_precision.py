@@ -153,7 +153,7 @@ def tables(records: list[dict]) -> str:
              f"CPU: {machine['cpu']}; ISA: {', '.join(machine['isa'])}; {machine['cores']} cores; "
              f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}. Latency: ONNX Runtime "
              f"{__import__('onnxruntime').__version__}, 1 thread, batch 1, all configurations of a model "
-             f"interleaved (median of per-round fastest runs). Splits: 256 calibration, 5,000 validation, 10,000 "
+             f"interleaved (median of per-run timings, the profilers' statistic). Splits: 256 calibration, 5,000 validation, 10,000 "
              f"test images.", "",
              "Reproduce: `nice -n 10 .venv/bin/python experiments/mixed_precision_models.py --work /tmp/mpwork` "
              "then `.venv/bin/python experiments/mixed_precision.py --work /tmp/mpwork`.", ""]
