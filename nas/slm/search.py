@@ -10,9 +10,12 @@ Nemotron-Flash): ``nas search --space slm``.
    budget, so candidates compete on loss alone.
 3. Each candidate is trained for the same token budget and scored by
    validation bits per byte (:mod:`nas.slm.training`).
-4. Finalists (lowest loss first) are measured on the device; the result is
-   the lowest-loss candidate whose *measured* latency meets the budget, never
-   one measured over it. Its test bits per byte and associative-recall
+4. Finalists (lowest loss first) are measured on the device and moved along
+   the width ladder by their *measured* latency: up while the next width's
+   median plus spread still meets the budget, down while theirs does not.
+   A finalist whose width moved is retrained at it (same seed, same tokens).
+   The result is the lowest-loss finalist so sized, never one measured over
+   the budget. Its test bits per byte and associative-recall
    accuracy are reported, and ``out`` gets its decode and prefill ONNX graphs
    with the trained weights.
 
@@ -206,8 +209,8 @@ class SlmSearchOutcome:
         for f in self.finalists:
             measured = f"{f['measured_ms']:.2f} ms measured" if f.get("measured_ms") is not None else "not measured"
             recall = f", recall {100 * f['recall_accuracy']:.1f}%" if f.get("recall_accuracy") is not None else ""
-            lines.append(f"  finalist: val {f['val_bpb']:.3f} bpb, predicted {f['predicted_ms']:.2f}, "
-                         f"{measured}{recall}  {f['arch']}")
+            loss = f"val {f['val_bpb']:.3f} bpb" if f.get("val_bpb") is not None else "no width measured within budget"
+            lines.append(f"  finalist: {loss}, predicted {f['predicted_ms']:.2f}, {measured}{recall}  {f['arch']}")
         finalists = sum(m["role"] == "finalist" for m in self.device_measurements)
         lines.append(f"target-device measurements: {len(self.device_measurements)} ({self.reference_source}, "
                      f"{finalists} finalist{'s' if finalists != 1 else ''})")
@@ -224,7 +227,8 @@ def _say(message: str) -> None:
 
 
 class _WorkFolder:
-    """``candidates.jsonl`` (one line per trained layout) and weight files."""
+    """``candidates.jsonl`` (one line per trained layout, and one per finalist
+    retrained at its measured width) and weight files."""
 
     def __init__(self, path: Path, fingerprint: str, resume: bool):
         self.path = path
@@ -232,24 +236,33 @@ class _WorkFolder:
         self.log = path / "candidates.jsonl"
         self.fingerprint = fingerprint
         self.records: dict[str, CandidateRecord] = {}
+        self.sized: dict[str, CandidateRecord] = {}  # finalists retrained at their measured width, by arch
         if resume and self.log.is_file():
             for line in self.log.read_text().splitlines():
                 entry = json.loads(line)
+                sized = entry.pop("sized", False)
                 if entry.pop("fingerprint", None) == fingerprint:
-                    self.records[entry["layout"]] = CandidateRecord(**entry)
+                    if sized:
+                        self.sized[entry["arch"]] = CandidateRecord(**entry)
+                    else:
+                        self.records[entry["layout"]] = CandidateRecord(**entry)
         elif self.log.exists():
             self.log.unlink()
             for old in path.glob("*.pt"):
                 old.unlink()
         self.resumed = len(self.records)
 
-    def save(self, record: CandidateRecord, model: torch.nn.Module | None) -> None:
+    def save(self, record: CandidateRecord, model: torch.nn.Module | None, sized: bool = False) -> None:
         if model is not None:
-            record.weights = f"{hashlib.sha256(record.arch.encode()).hexdigest()[:16]}.pt"
+            record.weights = f"{hashlib.sha256(record.arch.encode()).hexdigest()[:16]}{'-sized' if sized else ''}.pt"
             torch.save(model.state_dict(), self.path / record.weights)
-        self.records[record.layout] = record
+        if sized:
+            self.sized[record.arch] = record
+        else:
+            self.records[record.layout] = record
+        extra = {"sized": True} if sized else {}
         with self.log.open("a") as handle:
-            handle.write(json.dumps(dict(asdict(record), fingerprint=self.fingerprint)) + "\n")
+            handle.write(json.dumps(dict(asdict(record), fingerprint=self.fingerprint, **extra)) + "\n")
 
     def prune(self, keep: int) -> None:
         """Keep the weights of the ``keep`` lowest-loss candidates only."""
@@ -352,22 +365,46 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
         raise UserInputError(f"no layout tried has a width predicted to meet {budget_ms:g} ms/token on "
                              f"{device.name}; raise the budget (fastest layout: {narrowest.arch})")
 
-    # finalists: lowest loss first; measure until `finalists` candidates meet the budget
+    # finalists, lowest loss first: each is measured on the device and moved along the width ladder by
+    # its measured latency, then retrained at that width if it moved; the predicted width is only a start
     finalists: list[dict[str, Any]] = []
-    chosen: tuple[CandidateRecord, Any] | None = None
+    sized: list[tuple[CandidateRecord, Any]] = []
     for record in trained:
-        if len(timing.verifications) >= config.verify or \
-                sum(f["meets_budget"] for f in finalists) >= config.finalists:
+        allowance = config.verify - len(timing.verifications)
+        if allowance < 1 or len(sized) >= config.finalists:
             break
-        measurement = timing.measure(record.arch)
-        meets = measurement.latency_ms + measurement.spread_ms <= budget_ms
-        finalists.append({"arch": record.arch, "val_bpb": record.val_bpb, "predicted_ms": record.predicted_ms,
-                          "measured_ms": measurement.latency_ms, "spread_ms": measurement.spread_ms,
-                          "meets_budget": meets})
-        say(f"finalist {record.arch}: measured {measurement.latency_ms:.2f} ms/token "
-            f"({'meets' if meets else 'over'} the {budget_ms:g} ms budget)")
-        if meets and chosen is None:
-            chosen = (record, measurement)
+        fit, steps = widest_measured(record.arch, timing.measure, budget_ms, allowance)
+        for arch, measurement in steps:
+            say(f"finalist {arch}: measured {measurement.latency_ms:.2f} ms/token (spread "
+                f"{measurement.spread_ms:.2f}; {'meets' if meets_budget(measurement, budget_ms) else 'over'} "
+                f"the {budget_ms:g} ms budget)")
+        entry = {"layout": record.layout, "trained_width": record.width, "val_bpb_at_trained_width": record.val_bpb,
+                 "width_steps": [{"arch": a, "measured_ms": m.latency_ms, "spread_ms": m.spread_ms}
+                                 for a, m in steps]}
+        if fit is None:
+            last = steps[-1][1]
+            finalists.append({**entry, "arch": steps[-1][0], "val_bpb": None,
+                              "predicted_ms": record.predicted_ms, "measured_ms": last.latency_ms,
+                              "spread_ms": last.spread_ms, "meets_budget": False})
+            continue
+        arch, measurement = fit
+        sized_record = work.sized.get(arch) or (record if arch == record.arch else None)
+        if sized_record is None:
+            choice = next(c for c in decode_latency.width_choices(space.from_string(arch), latency_model)
+                          if c.arch == arch)
+            torch.manual_seed(config.seed)
+            model = build(arch)
+            run = train_language_model(model, corpus.train, corpus.validation, config.training)
+            sized_record = CandidateRecord(record.layout, arch, choice.width, choice.predicted_ms, choice.low_ms,
+                                           choice.high_ms, run.val_bpb, run.wall_s)
+            work.save(sized_record, model, sized=True)
+            say(f"finalist {arch} retrained at its measured width: val {run.val_bpb:.3f} bpb "
+                f"({run.wall_s:.0f} s)")
+        finalists.append({**entry, "arch": arch, "val_bpb": sized_record.val_bpb,
+                          "predicted_ms": sized_record.predicted_ms, "measured_ms": measurement.latency_ms,
+                          "spread_ms": measurement.spread_ms, "meets_budget": True})
+        sized.append((sized_record, measurement))
+    chosen = min(sized, key=lambda pair: pair[0].val_bpb) if sized else None
 
     for finalist in finalists:
         if finalist["meets_budget"]:
@@ -404,6 +441,44 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
     if out is not None:
         write_outcome(outcome, out)
     return outcome
+
+
+def meets_budget(measurement, budget_ms: float) -> bool:
+    """A measurement meets the budget when its median plus its spread does."""
+    return measurement.latency_ms + measurement.spread_ms <= budget_ms
+
+
+def widest_measured(arch: str, measure: Callable[[str], Any], budget_ms: float,
+                    allowance: int) -> tuple[tuple[str, Any] | None, list[tuple[str, Any]]]:
+    """Move ``arch`` along the width ladder by *measured* latency: up while
+    the next width still meets ``budget_ms``, down while the current one
+    does not, at most ``allowance`` measurements (``measure(arch)``).
+
+    Returns ``((arch, measurement) | None, steps)``: the widest width
+    measured within the budget (None when none was) and every
+    ``(arch, measurement)`` taken, in order."""
+    space = get_space(SPACE)
+    layout = space.from_string(arch)
+    widths = list(space.widths)
+    index = widths.index(int(arch.rpartition("@")[2]))
+    steps: list[tuple[str, Any]] = []
+    best: tuple[str, Any] | None = None
+    direction = 0
+    while 0 <= index < len(widths) and len(steps) < allowance:
+        candidate = space.to_string(space.with_width(layout, widths[index]))
+        measurement = measure(candidate)
+        steps.append((candidate, measurement))
+        if meets_budget(measurement, budget_ms):
+            best = (candidate, measurement)
+            if direction < 0:  # the width above was measured over the budget
+                break
+            direction = 1
+        elif best is not None or direction > 0:
+            break
+        else:
+            direction = -1
+        index += direction
+    return best, steps
 
 
 def shrink_to_fit(layout, feasible: Callable[[Any], bool]):

@@ -155,3 +155,41 @@ def test_a_budget_below_the_fastest_layout_names_it(tiny_search):
     _, run, _ = tiny_search
     with pytest.raises(UserInputError, match=r"below the fastest layout of the space: .* @64"):
         search_slm(latency="0.0001ms", **run)
+
+
+# --- widths chosen by measurement -------------------------------------------------------------------
+
+class _Timed:
+    def __init__(self, latency_ms, spread_ms=0.0):
+        self.latency_ms, self.spread_ms = latency_ms, spread_ms
+
+
+def _ladder(ms_by_width, spread_ms=0.0):
+    """A device on which a layout's latency depends on its width only; records what was measured."""
+    asked = []
+
+    def measure(arch):
+        asked.append(int(arch.rpartition("@")[2]))
+        return _Timed(ms_by_width[int(arch.rpartition("@")[2])], spread_ms)
+    return measure, asked
+
+
+def test_a_finalist_steps_up_the_ladder_while_its_measured_latency_meets_the_budget():
+    from nas.slm.search import widest_measured
+
+    measure, asked = _ladder({64: 0.5, 96: 0.7, 128: 0.9, 160: 1.2, 192: 1.6, 224: 2.0, 256: 2.5}, spread_ms=0.1)
+    (arch, measurement), steps = widest_measured("D F | M2 F | - @96", measure, 1.5, allowance=10)
+    assert arch == "D F | M2 F | - @160" and measurement.latency_ms == 1.2  # 192: 1.6 + 0.1 is over 1.5
+    assert asked == [96, 128, 160, 192] and [a for a, _ in steps][-1].endswith("@192")
+
+
+def test_a_finalist_measured_over_the_budget_steps_down_and_never_returns_over_it():
+    from nas.slm.search import widest_measured
+
+    measure, asked = _ladder({64: 0.5, 96: 0.7, 128: 0.9, 160: 1.2, 192: 1.6, 224: 2.0, 256: 2.5}, spread_ms=0.2)
+    (arch, _), _ = widest_measured("D F | M2 F | - @192", measure, 1.0, allowance=10)
+    assert arch.endswith("@96") and asked == [192, 160, 128, 96]  # 128: 0.9 + 0.2 is over 1.0
+    fit, steps = widest_measured("D F | M2 F | - @96", _ladder({w: 5.0 for w in (64, 96)})[0], 1.0, allowance=10)
+    assert fit is None and len(steps) == 2  # even the narrowest width is over: nothing returned
+    fit, steps = widest_measured("D F | M2 F | - @256", measure, 1.0, allowance=2)
+    assert fit is None and len(steps) == 2  # the measurement allowance ends the walk
