@@ -56,6 +56,14 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=_profile)
 
 
+def check_arguments(args) -> None:
+    """Refuse contradictory or out-of-range options before anything heavy is imported."""
+    if args.num is not None and args.num < 1:
+        raise UserInputError(f"--num must be at least 1, not {args.num}")
+    if args.no_store and args.store:
+        raise UserInputError("--store and --no-store contradict each other; pass one")
+
+
 def _profile(args) -> int:
     import numpy as np
 
@@ -66,10 +74,6 @@ def _profile(args) -> int:
     from nas.search_space import get_space
     from nas.store import MeasurementStore, write_csv
 
-    if args.num is not None and args.num < 1:
-        raise UserInputError(f"--num must be at least 1, not {args.num}")
-    if args.no_store and args.store:
-        raise UserInputError("--store and --no-store contradict each other; pass one")
     if args.out:
         from nas.outputs import check_output_file
 

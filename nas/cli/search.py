@@ -80,6 +80,13 @@ def register(subparsers) -> None:
     slm_cli.add_arguments(parser)
 
 
+def check_arguments(args) -> None:
+    """Refuse a malformed budget before anything heavy is imported."""
+    from nas.budget import parse_latency_ms
+
+    parse_latency_ms(args.latency)
+
+
 def _strategy_options(args) -> dict:
     from nas.errors import UserInputError
     from nas.search import default_strategy, strategy_class

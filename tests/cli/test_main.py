@@ -46,3 +46,122 @@ def test_a_negative_budget_gets_the_budget_parsers_message(capsys, value):
     code = main(["search", "--space", "nb201", "--device", "pixel2", "--latency", value])
     assert code == 2
     assert "must be a finite number above zero" in capsys.readouterr().err
+
+
+HEAVY_PROBE = """
+import sys
+from nas.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as stop:
+    code = stop.code
+heavy = sorted(m for m in ("torch", "onnx", "onnxruntime", "optuna") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy), code)
+"""
+
+
+def _run_probe(argv, cache):
+    import os
+
+    env = dict(os.environ, NAS_CACHE=str(cache))
+    result = subprocess.run([sys.executable, "-c", HEAVY_PROBE.format(argv=argv)], capture_output=True, text=True,
+                            env=env)
+    heavy, code = result.stdout.split()[-2:]
+    return heavy, int(code), result.stderr
+
+
+@pytest.fixture(scope="module")
+def described_parsers(tmp_path_factory):
+    """Every subcommand's parser described into a fresh cache, as its first run would leave it."""
+    from nas.cli import SUBCOMMAND_MODULES, _subcommand_parser, build_parser, parser_cache
+
+    cache = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NAS_CACHE", str(cache))
+    try:
+        def describe_all():
+            for name in SUBCOMMAND_MODULES:
+                parser_cache.save(name, _subcommand_parser(build_parser([name]), name))
+            return parser_cache.fingerprint()
+
+        yield cache, describe_all
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("argv, exit_code, message", [
+    (["search", "--help"], 0, ""),
+    (["search", "--device", "x", "--latency", "abc"], 2, "latency budget 'abc' is not a number"),
+    (["search", "--bogus"], 2, "the following arguments are required: --device, --latency"),
+    (["search", "--device", "x", "--latency", "1ms", "--bogus"], 2, "unrecognized arguments: --bogus"),
+    (["search", "--space", "nowhere", "--device", "x", "--latency", "1ms"], 2, "invalid choice: 'nowhere'"),
+    (["search", "--device", "x", "--latency", "1ms", "--evaluations", "many"], 2, "invalid int value: 'many'"),
+    (["profile"], 2, "the following arguments are required: --device, --space"),
+    (["profile", "--device", "x", "--space", "nb201", "--num", "0"], 2, "--num must be at least 1"),
+    (["predictor", "meta-train"], 2, "the following arguments are required: --space"),
+    (["predictor", "finetune", "--space", "nb201", "--out", "o"], 2, "one of the arguments --measurements"),
+    (["quantize", "--help"], 0, ""),
+    (["export", "--help"], 0, ""),
+    (["devices", "add", "mine"], 2, "the following arguments are required: --profiler"),
+    (["agent", "serve", "--port", "x"], 2, "invalid int value: 'x'"),
+])
+def test_subcommand_help_and_argument_errors_do_not_import_heavy_libraries(described_parsers, argv, exit_code,
+                                                                             message):
+    cache, describe_all = described_parsers
+    from nas.cli import parser_cache
+
+    for _ in range(3):  # a file of the package changed meanwhile makes the descriptions stale: describe again
+        before = parser_cache.fingerprint() if parser_cache.load(argv[0]) is not None else describe_all()
+        heavy, code, err = _run_probe(argv, cache)
+        if parser_cache.fingerprint() == before:
+            break
+    assert (heavy, code) == ("HEAVY=", exit_code), err
+    assert message in err
+
+
+def test_a_rebuilt_parser_prints_the_same_help_as_the_real_one():
+    from nas.cli import SUBCOMMAND_MODULES, _subcommand_parser, build_parser, parser_cache
+
+    def helps(parser, prefix=""):
+        found = {prefix: parser.format_help()}
+        for action in parser._actions:
+            if isinstance(action, __import__("argparse")._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.update(helps(sub, f"{prefix} {name}"))
+        return found
+
+    for name in SUBCOMMAND_MODULES:
+        real = _subcommand_parser(build_parser([name]), name)
+        rebuilt = _subcommand_parser(build_parser([name], parser_cache.describe(real)), name)
+        assert helps(rebuilt) == helps(real), name
+
+
+def test_a_description_of_other_code_is_not_used(tmp_path, monkeypatch):
+    import json
+
+    from nas.cli import _subcommand_parser, build_parser, parser_cache
+
+    monkeypatch.setenv("NAS_CACHE", str(tmp_path))
+    parser_cache.save("export", _subcommand_parser(build_parser(["export"]), "export"))
+    assert parser_cache.load("export") is not None
+    path = tmp_path / "cli-parsers" / "export.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(record, fingerprint="of another version")))
+    assert parser_cache.load("export") is None
+    path.write_text("{ half a file")
+    assert parser_cache.load("export") is None
+
+
+def test_the_first_run_of_a_subcommand_describes_it_for_the_next(tmp_path):
+    from nas.cli import parser_cache
+
+    heavy, code, err = _run_probe(["search", "--device", "x", "--latency", "-3ms"], tmp_path)
+    assert code == 2 and "must be a finite number above zero" in err
+    assert (tmp_path / "cli-parsers" / "search.json").exists()
+    for _ in range(3):
+        before = parser_cache.fingerprint()
+        heavy, code, err = _run_probe(["search", "--device", "x", "--latency", "-3ms"], tmp_path)
+        if parser_cache.fingerprint() == before:
+            break
+    assert (heavy, code) == ("HEAVY=", 2), err
+    assert "must be a finite number above zero" in err
