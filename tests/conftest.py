@@ -3,6 +3,12 @@
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def own_reference_levels(tmp_path, monkeypatch):
+    """Every test keeps its devices' reference levels in its own file, never in the user's."""
+    monkeypatch.setenv("NAS_LEVELS", str(tmp_path / "reference-levels.db"))
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server for the session (skipped, saying how to get one, where none is installed)."""

@@ -16,10 +16,13 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "profile", help=HELP,
         description="Measure architectures on a catalog device. latency_ms is the median of per-run ONNX Runtime "
-                    "timings on the device, what timing the model with plain ONNX Runtime there gives; drift "
-                    "correction (a reference model timed around each cell) steadies the ranking without moving "
-                    "that level. spread_ms is the standard deviation of its rounds; raw_median_ms and "
-                    "raw_spread_ms are the same without correction. Cells are timed in interleaved rounds, "
+                    "timings on the device, what timing the model with plain ONNX Runtime there gives at the device's "
+                    "typical speed: drift correction divides each run by a reference model timed around it and "
+                    "multiplies it by the device's reference level (the median of the latest 2,000 reference "
+                    "blocks timed on the device under these settings, one per user, shared by every store and "
+                    "process; $NAS_LEVELS or ~/.cache/nas/reference-levels.db). spread_ms is the standard "
+                    "deviation of its rounds widened by how much slower the device's slow moments are; "
+                    "raw_median_ms and raw_spread_ms are the same without correction, as timed. Cells are timed in interleaved rounds, "
                     "--group-size at a time, and each is stored (in --store, default $NAS_STORE or "
                     "~/.cache/nas/measurements.db) the moment its own rounds are done, so an interrupted run "
                     "keeps every finished cell; stored ones are not measured again.")
@@ -125,8 +128,9 @@ def _print_table(results) -> None:
         print("  ".join(cell.rjust(w) if 0 < i < 4 else cell.ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     if any(m.raw_median_ms is not None for m in results):
-        print("latency_ms: median of per-run ONNX Runtime timings, drift-corrected without moving the level; "
-              "raw_median_ms: uncorrected; spread_ms: standard deviation of the rounds (ms)")
+        print("latency_ms: median of per-run ONNX Runtime timings at the device's typical speed (its reference "
+              "level); raw_median_ms: uncorrected, as timed; spread_ms: standard deviation of the rounds widened by "
+              "the device's slow moments (ms)")
     flagged = sum(m.flagged for m in results)
     if flagged:
         print(f"{flagged} measurement(s) flagged: their rounds still disagreed by more than the allowed spread; "

@@ -13,11 +13,13 @@ from nas.search_space import Arch
 
 #: what ``latency_ms`` of a measured (not replayed or imported) architecture is
 LATENCY_STATISTIC = (
-    "median of per-run ONNX Runtime timings on the device (ms), as timing the model with plain ONNX Runtime "
-    "gives; with drift correction each run is divided by a reference model timed right around it and "
-    "multiplied by that reference's median over the same rounds, which steadies the ranking without moving "
-    "the level; raw_median_ms is the uncorrected median of every run, raw_spread_ms the standard deviation "
-    "of its rounds' medians")
+    "median of per-run ONNX Runtime timings on the device (ms), at the device's typical speed: with drift "
+    "correction each run is divided by a reference model timed right around it and multiplied by the device's "
+    "reference level, the median of the latest 2,000 reference blocks timed on the device under the same "
+    "settings (one level per user, shared by every store and process); spread_ms adds how much slower the "
+    "device's slow moments are (the level's 90th percentile) to the rounds' own spread; raw_median_ms is the "
+    "uncorrected median of every run at the moment of measuring, raw_spread_ms the standard deviation of its "
+    "rounds' medians")
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,9 @@ class LatencyMeasurement:
 
     ``latency_ms`` is the profiler's estimate of what timing the model with
     plain ONNX Runtime on the device gives (see :data:`LATENCY_STATISTIC`:
-    the median of per-run timings, drift-corrected without moving its
-    level); ``spread_ms`` is the standard deviation of its repeated rounds
-    (0 for replayed values); ``flagged`` marks a measurement whose spread
+    the median of per-run timings, at the device's typical speed);
+    ``spread_ms`` is the standard deviation of its repeated rounds widened
+    by the device's slow moments (0 for replayed values); ``flagged`` marks a measurement whose spread
     stayed too high after the allowed repeats. ``raw_median_ms`` and
     ``raw_spread_ms`` are the same without drift correction or outlier
     rejection (``None`` for replayed or imported latencies).

@@ -90,6 +90,11 @@ class OnnxRuntimeModel:
 class OnnxRuntimeProfiler(InterleavedProfiler):
     """Times architectures with ONNX Runtime on this machine's CPU."""
 
+    def host(self) -> str:
+        from nas.profilers.levels import this_host
+
+        return this_host()
+
     def check_available(self) -> None:
         try:
             import onnxruntime  # noqa: F401

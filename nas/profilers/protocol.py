@@ -17,16 +17,20 @@ follows one protocol to make that median steady and rankable:
    are done: an interrupted run keeps every finished cell;
 3. with drift correction, a fixed reference model is timed right before and
    after every cell; each run of a round is divided by the mean of the
-   reference blocks around it (each block summarised by its median run) and
-   multiplied by the median of the reference blocks timed while the cell
-   was in the rotation. A slowdown that hits cell and reference alike
-   cancels out of the ranking, and the level stays that of the machine
-   while the cell was timed: the correction never rescales to a latency
-   measured at another time, in another process or for another store;
+   reference blocks around it (each block summarised by its median run), so
+   a slowdown that hits cell and reference alike cancels out, and multiplied
+   by the device's reference level (:mod:`nas.profilers.levels`): the median
+   of the latest reference blocks ever timed on the device under the same
+   settings, kept per user and shared by every store and process. The
+   device's speed can swing by a third within minutes; the level is its
+   typical speed, and a cell's spread is widened by how much slower its slow
+   moments are. :func:`measure` hands every latency back on the level of
+   the moment, so one cell reads the same from any store;
 4. rounds whose median is far from the others (robust z-score) are
    rejected; the latency is the median of the kept (corrected) runs, the
-   spread the standard deviation of the kept rounds' medians. The raw
-   median of every run and the spread of the raw rounds are kept next to it;
+   spread the standard deviation of the kept rounds' medians (then widened
+   by the level's). The raw median of every run and the spread of the raw
+   rounds are kept next to it;
 5. cells whose relative spread is above ``max_relative_spread`` after
    ``rounds`` rounds get extra rounds, up to ``extra_rounds``, and are then
    stored ``flagged=True``.
@@ -39,7 +43,7 @@ import collections
 import math
 import sys
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -47,7 +51,8 @@ import numpy as np
 
 from nas.devices import Device, get_device
 from nas.errors import UserInputError
-from nas.profilers.base import LatencyMeasurement, Profiler
+from nas.profilers.base import LatencyMeasurement, Profiler, settings_key
+from nas.profilers.levels import Level, ReferenceLevels, this_host
 from nas.search_space import Arch, get_space
 
 #: profiler kinds whose measurements cost nothing and are never stored
@@ -131,14 +136,20 @@ class CellEstimate:
 
 
 def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol: MeasurementProtocol, *,
-                     on_done: Callable[[int, CellEstimate], None] | None = None) -> list[CellEstimate]:
+                     on_done: Callable[[int, CellEstimate], None] | None = None,
+                     levels: Callable[[list[float]], Level] | None = None) -> list[CellEstimate]:
     """Time ``timers`` with ``protocol`` and estimate each one's latency.
 
     ``timers[i]`` is read once, when cell ``i`` enters the rotation (so a
     lazy sequence loads models only then); ``reference`` is timed around
-    every cell when given (drift correction). ``on_done(i, estimate)`` is
-    called the moment cell ``i`` is final. Returns one estimate per timer,
-    in order.
+    every cell when given (drift correction). ``levels``, when given with a
+    reference, is the device's scale (:mod:`nas.profilers.levels`): called
+    with the reference blocks (ms) timed since its last call, it returns the
+    device's :class:`~nas.profilers.levels.Level`, and each cell's ratio to
+    the reference is put on that level, its spread widened by the level's;
+    without it a cell is put on the reference's median during its own
+    rounds. ``on_done(i, estimate)`` is called the moment cell ``i`` is
+    final. Returns one estimate per timer, in order.
     """
     rng = np.random.default_rng(protocol.seed)
     if reference is not None and protocol.warmup_runs:
@@ -149,6 +160,7 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol:
     results: list[CellEstimate | None] = [None] * len(timers)
     reference_blocks: list[float] = []  # every reference block so far, each summarised by its median run (ms)
     first_block: dict[int, int] = {}  # the first reference block of each cell's time in the rotation
+    logged = 0  # reference blocks handed to ``levels`` so far
     # a few cells enter per round, so that cells finish (and are stored) one after another
     entering = max(1, math.ceil(protocol.group_size / protocol.rounds))
     last_round = protocol.rounds + protocol.extra_rounds
@@ -175,12 +187,20 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol:
             if len(rounds[cell]) < protocol.rounds:
                 continue
             # the reference's level while this cell was in the rotation
-            level = float(np.median(reference_blocks[first_block[cell]:])) if reference is not None else None
-            estimate = _estimate(rounds[cell], level, protocol)
+            local = float(np.median(reference_blocks[first_block[cell]:])) if reference is not None else None
+            device_level = None
+            if local is not None and levels is not None:
+                device_level = levels(reference_blocks[logged:])
+                logged = len(reference_blocks)
+            estimate = _estimate(rounds[cell], local if device_level is None else device_level.level_ms, protocol)
             unsettled = estimate.spread_ms > protocol.max_relative_spread * estimate.latency_ms
             if unsettled and len(rounds[cell]) < last_round:
                 continue
             estimate.flagged = unsettled
+            if local is not None:
+                estimate.stats["reference_median_ms"] = local
+            if device_level is not None:
+                _on_level(estimate, device_level)
             results[cell] = estimate
             del active[cell], rounds[cell], first_block[cell]
             if on_done is not None:
@@ -218,11 +238,45 @@ def _estimate(cell_rounds: list[_Round], level: float | None, protocol: Measurem
         "runs_per_round": float(protocol.runs_per_round),
         "warmup_runs": float(protocol.warmup_runs),
     }
-    if level is not None:
-        stats["reference_median_ms"] = level
     return CellEstimate(latency_ms, spread_ms, raw_median_ms=float(np.median(all_raw_runs)),
                         raw_spread_ms=float(np.std(raw_medians, ddof=1)) if len(raw_medians) > 1 else 0.0,
                         stats=stats, flagged=False)
+
+
+def _on_level(estimate: CellEstimate, level: Level) -> None:
+    """Record the device level ``estimate`` was put on; widen its spread by the level's."""
+    estimate.stats.update(reference_level_ms=level.level_ms, level_relative_spread=level.relative_spread,
+                          level_blocks=float(level.blocks), cell_spread_ms=estimate.spread_ms)
+    estimate.spread_ms = _combined_spread(estimate.spread_ms, estimate.latency_ms, level.relative_spread)
+    estimate.stats["relative_spread"] = estimate.spread_ms / estimate.latency_ms if estimate.latency_ms > 0 else 0.0
+
+
+def _combined_spread(cell_spread_ms: float, latency_ms: float, level_relative_spread: float) -> float:
+    """A cell's own spread and its level's (ms), added in quadrature."""
+    return float(math.hypot(cell_spread_ms, latency_ms * level_relative_spread))
+
+
+_SCALED_STATS = ("median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "cell_spread_ms")
+
+
+def on_current_level(record: LatencyMeasurement, level: Level | None) -> LatencyMeasurement:
+    """``record`` put on the device's current ``level`` (a record measured on an earlier one is
+    rescaled by the ratio of the two levels; its cell spread with it); records without a device
+    level, and ``level=None``, come back unchanged."""
+    then = record.stats.get("reference_level_ms")
+    if level is None or not then or then <= 0:
+        return record
+    factor = level.level_ms / then
+    stats = dict(record.stats)
+    for name in _SCALED_STATS:
+        if name in stats:
+            stats[name] = stats[name] * factor
+    latency_ms = record.latency_ms * factor
+    cell_spread_ms = stats.get("cell_spread_ms", record.spread_ms * factor)
+    spread_ms = _combined_spread(cell_spread_ms, latency_ms, level.relative_spread)
+    stats.update(reference_level_ms=level.level_ms, level_relative_spread=level.relative_spread,
+                 level_blocks=float(level.blocks), relative_spread=spread_ms / latency_ms if latency_ms > 0 else 0.0)
+    return replace(record, latency_ms=latency_ms, spread_ms=spread_ms, stats=stats)
 
 
 # --------------------------------------------------------------------------- #
@@ -289,6 +343,27 @@ class InterleavedProfiler(Profiler):
     def group_size(self) -> int:
         return self.protocol.group_size
 
+    #: where the device's reference level is kept (:mod:`nas.profilers.levels`); ``None``: the default file
+    levels_path: str | None = None
+
+    def host(self) -> str:
+        """What, besides the device's name, the reference level belongs to: empty for a device
+        reached from here (a phone, an agent); this processor for one that runs here."""
+        return ""
+
+    def level_key(self, space: str) -> str:
+        """The key of this device's reference level for ``space``: device, settings, space, reference
+        model and :meth:`host`."""
+        return "|".join((self.device.name, settings_key(self.settings_for(space)), space,
+                         get_space(space).to_string(reference_arch(space)), self.host()))
+
+    def current_level(self, space: str) -> Level | None:
+        """The device's reference level for ``space`` now (``None`` without drift correction or blocks)."""
+        if not self.protocol.drift_correction:
+            return None
+        with ReferenceLevels(self.levels_path) as levels:
+            return levels.level(self.level_key(space))
+
     def load_sequence_model(self, onnx_path: Path, settings: dict[str, Any]) -> Timer:
         """Load a sequence model's step or prefill graph (inputs: tokens and states) for timing."""
         raise UserInputError(f"device {self.device.name!r} ({self.kind} profiler) times single-input models only; "
@@ -336,7 +411,16 @@ class InterleavedProfiler(Profiler):
                 if on_measured is not None:
                     on_measured(records[index])
 
-            time_interleaved(cells, reference, self.protocol, on_done=done)
+            if reference is None:
+                time_interleaved(cells, reference, self.protocol, on_done=done)
+            else:
+                key = self.level_key(space)
+                with ReferenceLevels(self.levels_path) as log:
+                    def level(blocks_ms: list[float]) -> Level:
+                        log.add(key, blocks_ms)
+                        return log.level(key)
+
+                    time_interleaved(cells, reference, self.protocol, on_done=done, levels=level)
         return records  # type: ignore[return-value]
 
 
@@ -368,9 +452,9 @@ def measure(device: str | Device, space: str, archs: Iterable[Arch | str], *, st
     measurements come back with ``source='stored'``; each new measurement
     is stored the moment its own rounds are done, so an interrupted or
     killed run keeps every finished cell. Latencies are medians of per-run
-    timings (:data:`nas.profilers.base.LATENCY_STATISTIC`), on the level
-    of the machine while each cell was timed; no scale is carried from one
-    call or store to another. ``refresh=True`` measures again even what is
+    timings (:data:`nas.profilers.base.LATENCY_STATISTIC`), all on the
+    device's reference level of the moment (:mod:`nas.profilers.levels`),
+    stored or new, whichever store holds them. ``refresh=True`` measures again even what is
     stored. Replayed devices are free and never stored. A device that
     cannot be reached raises :class:`nas.errors.DeviceUnavailableError`
     saying what to do.
@@ -429,7 +513,9 @@ def measure(device: str | Device, space: str, archs: Iterable[Arch | str], *, st
             for arch in missing:  # measured by another process meanwhile
                 if arch not in found:
                     found[arch] = store.get(device.name, settings, space, arch)
-    return [found[arch] for arch in canonical]
+    # every latency comes back on the device's one current level, whenever and wherever it was measured
+    level = profiler.current_level(space) if isinstance(profiler, InterleavedProfiler) else None
+    return [on_current_level(found[arch], level) for arch in canonical]
 
 
 def _open_store(store: Any):

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from nas import package_versions
 from nas.budget import parse_latency_ms
 from nas.devices import Device, resolve_device
@@ -372,6 +374,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                              f"not space {space!r}")
 
     unmeasurable = _why_not_measurable(device)
+    sample_spreads: dict[str, float] = {}  # ms, of measured device samples
     samples_reused = 0
     device_samples = 0
 
@@ -417,6 +420,7 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
             records = measure_on_device(references)
             bar.update(len(references))
         samples = {search_space.to_string(a): r.latency_ms for a, r in zip(references, records)}
+        sample_spreads = {search_space.to_string(a): r.spread_ms for a, r in zip(references, records)}
         reference_source = f"{len(samples)} {'replayed' if device.profiler_kind == 'replay' else 'measured'}"
         samples_device = device.name
 
@@ -508,17 +512,21 @@ def search_under_budget(space: str, device: str | Device, latency: str | float, 
                                         measured_latency_ms=None, device_samples=0, samples_reused=0,
                                         fastest=_candidate_dict(search_space, fastest)))
         measured_ms = samples.get(search_space.to_string(best.arch))
+        spread_ms = sample_spreads.get(search_space.to_string(best.arch), 0.0)
         return finish(_found(common, search_space, best, measured_ms, VERIFIED if measured_ms is not None
-                             and measured_ms <= budget_ms else PREDICTED))
+                             and measured_ms + spread_ms <= budget_ms else PREDICTED))
 
     with _progress_bar(verify_max, f"verifying on {device.name}", progress) as bar:
         def note(verified: VerifiedCandidate) -> None:
             bar.update(1)
             if on_measure:
                 on_measure(verified)
+        relative = [sample_spreads[a] / v for a, v in samples.items() if a in sample_spreads and v > 0]
         report = verify(checkable, budget_ms, calibrated,
                         measure_on_device,
-                        max_measurements=verify_max, coverage=coverage, on_measure=note)
+                        max_measurements=verify_max, coverage=coverage, on_measure=note,
+                        sample_spreads=sample_spreads,
+                        relative_spread=float(np.median(relative)) if relative else 0.0)
     trail = [dict(_candidate_dict(search_space, v.candidate), measured_latency_ms=v.measured_ms,
                   spread_ms=v.spread_ms, meets_budget=v.meets(budget_ms)) for v in report.measured]
     chosen = report.best

@@ -9,7 +9,10 @@ and the loop learns from each:
 1. the predictor's error on this device is calibrated on its own samples
    (:class:`nas.search.calibration.CalibratedPredictor`), and every
    measurement re-adapts it and joins the calibration;
-2. the verification measurements also give the predictor's *local bias*
+2. the loop aims at the budget less the spread a measurement is expected
+   to carry (a measured latency meets the budget only with its spread,
+   which on a device whose speed swings includes its slow moments);
+   the verification measurements also give the predictor's *local bias*
    near the budget (mean log of measured over predicted, shrunk towards 0),
    which shifts every candidate's chance P(measured <= budget);
 3. a safety level, bisected: only candidates whose chance is at least the
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import norm
@@ -85,14 +88,20 @@ class Verification:
 
 def verify(candidates: Sequence[Candidate], budget_ms: float, predictor: CalibratedPredictor,
            measure: MeasureFunction, *, max_measurements: int = 10, coverage: float = 0.9,
-           min_gain: float = 0.005,
+           min_gain: float = 0.005, sample_spreads: Mapping[str, float] | None = None,
+           relative_spread: float = 0.0,
            on_measure: Callable[[VerifiedCandidate], None] | None = None) -> Verification:
     """Measure at most ``max_measurements`` of ``candidates`` and record them.
 
     ``predictor`` is adapted on the device samples so far and learns from
     each verification measurement. ``measure`` takes a list of architectures
     and returns their measurements. A candidate meets the budget when its
-    measured latency plus the measurement's spread does. The choice is
+    measured latency plus the measurement's spread does, so the loop aims
+    at the budget less the spread it expects: ``relative_spread`` (spread
+    over latency, e.g. of the device samples' measurements) until its own
+    measurements show theirs. ``sample_spreads`` (ms, by architecture
+    string) are the device samples' spreads, which a sample that is a
+    candidate must also fit in the budget with. The choice is
     ``Verification.best``; the order of measurements follows the
     module docstring (bisected safety level, local bias).
     """
@@ -105,20 +114,23 @@ def verify(candidates: Sequence[Candidate], budget_ms: float, predictor: Calibra
     strings = [space.to_string(a) for a in archs]
     accuracy = np.array([c.accuracy for c in pool])
     measured = np.array([s in predictor.samples for s in strings])
-    meeting = [i for i in np.flatnonzero(measured) if predictor.samples[strings[i]] <= budget_ms]
-    if meeting:
-        i = max(meeting, key=lambda k: accuracy[k])
-        report.free_incumbent = VerifiedCandidate(pool[i], predictor.samples[strings[i]],
-                                                  predictor.samples[strings[i]])
-    log_budget = math.log(budget_ms)
+    sample_spreads = sample_spreads or {}
+    free = [VerifiedCandidate(pool[i], predictor.samples[strings[i]], predictor.samples[strings[i]],
+                              float(sample_spreads.get(strings[i], 0.0))) for i in np.flatnonzero(measured)]
+    report.free_incumbent = max((v for v in free if v.meets(budget_ms)), key=lambda v: v.candidate.accuracy,
+                                default=None)
     bias = []  # log(measured / predicted before measuring) of each verification
     level, bold = 0.5, SAFETY_LEVELS[0]
     for step in range(max_measurements):
+        # aim under the budget by the spread the measurements are expected to carry
+        spreads = [v.spread_ms / v.measured_ms for v in report.measured if v.measured_ms > 0]
+        expected_spread = float(np.mean(spreads)) if spreads else max(relative_spread, 0.0)
+        log_budget = math.log(budget_ms) - math.log1p(expected_spread)
         predicted, _, upper = predictor.predict_interval(archs, coverage)
         shift = float(np.sum(bias)) / (len(bias) + 1)  # shrunk towards no bias
         p_meets = norm.cdf((log_budget - np.log(np.maximum(predicted, 1e-12)) - shift) / predictor.sigma)
         p_meets[measured] = 0.0
-        safe = (upper * math.exp(max(shift, 0.0)) <= budget_ms) & ~measured
+        safe = (np.log(np.maximum(upper, 1e-12)) + max(shift, 0.0) <= log_budget) & ~measured
         incumbent = report.best
         if incumbent is not None:
             baseline = incumbent.candidate.accuracy

@@ -151,7 +151,10 @@ def test_measure_stores_as_it_goes_and_reuses_stored_measurements(tmp_path, tiny
 
     second = measure(tiny_local_cpu, "nb201", archs + [archs[0]], store=store)
     assert [m.source for m in second] == ["stored", "stored", "measured", "stored"]
-    assert second[0].latency_ms == first[0].latency_ms and second[0].raw_median_ms == first[0].raw_median_ms
+    assert second[0].raw_median_ms == first[0].raw_median_ms
+    # stored once, then put on the device's level of the moment: the ratio to that level is what is kept
+    ratio = [m.latency_ms / m.stats["reference_level_ms"] for m in (first[0], second[0])]
+    assert ratio[0] == pytest.approx(ratio[1], rel=1e-9)
     assert {m.arch for m in store.all(device="local-cpu", space="nb201")} >= {m.arch for m in second}
 
 
@@ -180,15 +183,36 @@ def simulated(monkeypatch):
     return Device("simulated", "a noiseless simulated device", "cpu", "simulated", dict(TINY))
 
 
-def test_a_latency_is_the_machines_level_when_timed_whatever_the_store_held_before(tmp_path, simulated):
+def test_every_store_and_process_reads_a_latency_on_the_devices_one_level(tmp_path, simulated):
     space = get_space("nb201")
-    early, late = space.from_index(1), space.from_index(2)
-    measure(simulated, "nb201", [early], store=tmp_path / "a.db")
-    SimulatedProfiler.speed = 1.5  # from now on a user timing the model gets 1.5x
-    (in_used_store,) = measure(simulated, "nb201", [late], store=tmp_path / "a.db")
-    (in_fresh_store,) = measure(simulated, "nb201", [late], store=tmp_path / "b.db")
-    assert in_used_store.latency_ms == pytest.approx(in_fresh_store.latency_ms, rel=1e-9)
-    assert in_used_store.latency_ms == pytest.approx(in_used_store.raw_median_ms, rel=1e-9)
+    early, late = space.from_index(1), space.from_index(2)  # 4 ms and 3 ms at speed 1
+    (first,) = measure(simulated, "nb201", [early], store=tmp_path / "a.db")
+    assert first.latency_ms == pytest.approx(4.0) and first.stats["level_relative_spread"] == 0.0
+    SimulatedProfiler.speed = 1.5  # the machine is slower for a while
+    measure(simulated, "nb201", [late], store=tmp_path / "a.db")
+    measure(simulated, "nb201", [late], store=tmp_path / "b.db")
+    SimulatedProfiler.speed = 1.0
+    in_b = measure(simulated, "nb201", [early, late], store=tmp_path / "b.db")
+    in_a = measure(simulated, "nb201", [early, late], store=tmp_path / "a.db")
+    assert [m.source for m in in_a] == ["stored", "stored"] and [m.source for m in in_b] == ["measured", "stored"]
+    for a, b in zip(in_a, in_b):  # one value per cell, whichever store holds it and whenever it was timed
+        assert a.latency_ms == pytest.approx(b.latency_ms, rel=1e-9)
+        assert a.spread_ms == pytest.approx(b.spread_ms, rel=1e-9)
+    # the ratio between cells is the truth's; the level is the device's typical speed over every block
+    assert in_a[0].latency_ms / in_a[1].latency_ms == pytest.approx(4.0 / 3.0, rel=1e-9)
+    assert 4.0 <= in_a[0].latency_ms <= 6.0
+    # its slow moments widen the spread: a user timing the model then finds it up to that much slower
+    assert in_a[0].stats["level_relative_spread"] > 0.1
+    assert in_a[0].latency_ms + in_a[0].spread_ms >= 0.9 * 6.0
+    assert in_a[0].raw_median_ms == pytest.approx(4.0) and in_b[0].raw_median_ms == pytest.approx(4.0)
+
+
+def test_the_level_belongs_to_the_device_settings_and_host(tmp_path, simulated):
+    space = get_space("nb201")
+    measure(simulated, "nb201", [space.from_index(1)], store=False)
+    SimulatedProfiler.speed = 2.0
+    (other_settings,) = measure(simulated.with_settings(batch_size=2), "nb201", [space.from_index(1)], store=False)
+    assert other_settings.latency_ms == pytest.approx(8.0)  # nothing borrowed from batch size 1's level
 
 
 def test_store_false_neither_reads_nor_writes(tmp_path, tiny_local_cpu, monkeypatch):
