@@ -32,7 +32,9 @@ class TrainingConfig:
     """One short training run. ``tokens`` is the fixed budget every candidate gets."""
 
     tokens: int = 40_960
-    batch_size: int = 8
+    #: small batches buy more optimizer steps for the same tokens; at 8 x 128 the 40 steps of the default
+    #: budget ended in the first fast descent and ranked layouts unlike a 4x longer run (Spearman 0.78)
+    batch_size: int = 4
     context: int = 128
     learning_rate: float = 3e-3
     weight_decay: float = 0.1
