@@ -99,3 +99,35 @@ def test_over_budget_measurements_move_the_margin_so_the_last_ones_land_just_und
     oracle = max(c.accuracy for c in candidates if truth[c.arch] * 1.01 <= budget)
     assert best.candidate.accuracy >= oracle - 0.5
     assert any(v.meets(budget) for v in report.measured[-3:])
+
+
+def test_a_device_whose_spread_is_wide_is_aimed_at_under_the_budget(pixel2_problem, pixel2_predictor, recorded_ms):
+    """Every measurement carries a 10 % spread (a device whose speed swings): a candidate meets the
+    budget only 10 % under it, so the loop must aim there from the start instead of spending its
+    measurements on candidates just under the budget."""
+    import copy
+
+    budget = 14.0
+    candidates = get_strategy("exhaustive").search(pixel2_problem).candidates
+    space = get_space("nb201")
+
+    def measure(archs):
+        return [LatencyMeasurement("pixel2", "nb201", space.to_string(a), recorded_ms("pixel2", a),
+                                   0.1 * recorded_ms("pixel2", a)) for a in archs]
+
+    aimed = verify(candidates, budget, copy.deepcopy(pixel2_predictor), measure, max_measurements=4,
+                   relative_spread=0.1)
+    blind = verify(candidates, budget, copy.deepcopy(pixel2_predictor), measure, max_measurements=4)
+    assert aimed.best is not None and aimed.best.measured_ms * 1.1 <= budget
+    hits = [sum(v.meets(budget) for v in report.measured) for report in (aimed, blind)]
+    assert hits[0] >= hits[1] and hits[0] >= 2
+    # a device sample among the candidates is free only when it fits with its spread too
+    sampled = [c for c in candidates if space.to_string(c.arch) in pixel2_predictor.samples]
+    fitting = [c for c in sampled if pixel2_predictor.samples[space.to_string(c.arch)] <= 0.85 * budget]
+    assert fitting
+    tight = {space.to_string(c.arch): 0.2 * budget for c in sampled}
+    free = [verify(candidates, budget, copy.deepcopy(pixel2_predictor), measure, max_measurements=1,
+                   sample_spreads=spreads).free_incumbent for spreads in ({}, tight)]
+    assert free[0] is not None and free[0].measured_ms == budget  # meets exactly, without a spread
+    assert free[1] is not None and free[1].measured_ms + free[1].spread_ms <= budget < budget + free[1].spread_ms
+    assert free[1].candidate.arch != free[0].candidate.arch
