@@ -296,7 +296,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
     decode latency on ``device`` meets ``latency`` (ms per generated token).
 
     ``layouts`` (canonical layout strings) replaces evolution: exactly those
-    layouts are trained, each at its widest width meeting the budget.
+    layouts are trained, each at its widest width meeting the budget (a
+    single layout is sized on the device first and trained once).
     ``work_dir`` keeps trained candidates (default under the measurement
     store's folder); ``resume`` reuses them. ``references`` (canonical
     strings) replaces the space's reference architectures measured to adapt
@@ -330,6 +331,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
             f"(90% interval {narrowest.low_ms:.2f}-{narrowest.high_ms:.2f}) on {device.name}; "
             f"give a budget of at least {narrowest.high_ms:.2f} ms")
 
+    single = fixed is not None and len(fixed) == 1
+
     def evaluate(layout) -> CandidateRecord:
         key = space.layout(layout)
         if key in work.records:
@@ -339,6 +342,11 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
             record = CandidateRecord(key, None, None, None, None, None)
             work.save(record, None)
             say(f"layout {key}: no width is predicted to meet the budget, not trained")
+            return record
+        if single:  # nothing to rank: its width is settled on the device before its only training run
+            record = CandidateRecord(key, choice.arch, choice.width, choice.predicted_ms, choice.low_ms,
+                                     choice.high_ms)
+            work.save(record, None)
             return record
         torch.manual_seed(config.seed)
         model = build(choice.arch)
@@ -359,8 +367,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
         _evolve(evaluate, lambda layout: decode_latency.widest_within(layout, latency_model, budget_ms) is not None,
                 config)
 
-    trained = sorted((r for r in work.records.values() if r.feasible and r.val_bpb is not None),
-                     key=lambda r: r.val_bpb)
+    trained = sorted((r for r in work.records.values() if r.feasible and (r.val_bpb is not None or single)),
+                     key=lambda r: r.val_bpb if r.val_bpb is not None else math.inf)
     if not trained:
         raise UserInputError(f"no layout tried has a width predicted to meet {budget_ms:g} ms/token on "
                              f"{device.name}; raise the budget (fastest layout: {narrowest.arch})")
@@ -388,7 +396,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
                               "spread_ms": last.spread_ms, "meets_budget": False})
             continue
         arch, measurement = fit
-        sized_record = work.sized.get(arch) or (record if arch == record.arch else None)
+        sized_record = work.sized.get(arch) or (record if arch == record.arch and record.val_bpb is not None
+                                                else None)
         if sized_record is None:
             choice = next(c for c in decode_latency.width_choices(space.from_string(arch), latency_model)
                           if c.arch == arch)
@@ -398,7 +407,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
             sized_record = CandidateRecord(record.layout, arch, choice.width, choice.predicted_ms, choice.low_ms,
                                            choice.high_ms, run.val_bpb, run.wall_s)
             work.save(sized_record, model, sized=True)
-            say(f"finalist {arch} retrained at its measured width: val {run.val_bpb:.3f} bpb "
+            say(f"finalist {arch} {'re' if record.val_bpb is not None else ''}trained at its measured width: "
+                f"val {run.val_bpb:.3f} bpb "
                 f"({run.wall_s:.0f} s)")
         finalists.append({**entry, "arch": arch, "val_bpb": sized_record.val_bpb,
                           "predicted_ms": sized_record.predicted_ms, "measured_ms": measurement.latency_ms,

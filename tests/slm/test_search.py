@@ -193,3 +193,16 @@ def test_a_finalist_measured_over_the_budget_steps_down_and_never_returns_over_i
     assert fit is None and len(steps) == 2  # even the narrowest width is over: nothing returned
     fit, steps = widest_measured("D F | M2 F | - @256", measure, 1.0, allowance=2)
     assert fit is None and len(steps) == 2  # the measurement allowance ends the walk
+
+
+def test_a_single_layout_is_sized_on_the_device_then_trained_once(tiny_search):
+    from nas.slm.search import search_slm
+
+    _, run, root = tiny_search
+    single = dict(run, layouts=["M2 | M2 | -"], work_dir=root / "single")
+    outcome = search_slm(latency="1000ms", **single)
+    assert outcome.status == "verified" and outcome.arch == "M2 | M2 | - @256"
+    assert outcome.measured_ms + outcome.measured_spread_ms <= 1000 and outcome.val_bpb < 8.5
+    lines = (root / "single" / "candidates.jsonl").read_text().splitlines()
+    assert [json.loads(line).get("sized", False) for line in lines] == [False, True]  # one training run
+    assert json.loads(lines[0])["val_bpb"] is None
