@@ -14,9 +14,11 @@ processes (on several machines, with PostgreSQL) can share it. Storage URLs
 - ``journal:///shared/study.log``: Optuna's journal file, for a shared file
   system without a database server.
 
-On a database (SQLite or PostgreSQL) every running trial records a heartbeat;
+Every running trial records a heartbeat (on a database, Optuna's own; on a
+journal file, :class:`HeartbeatJournalStorage`'s, written into the journal);
 a worker killed mid-trial has its trial marked failed after ``3 x
-heartbeat_s`` and the trial is run again by a worker that is still alive.
+heartbeat_s`` and the trial, with the parameters it had drawn, is run again
+by a worker that is still alive.
 Every worker stops when the study holds ``num_evaluations`` finished trials,
 so the study's budget is the same whether one worker or ten run it.
 """
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat  # the hook Optuna's heartbeat machinery calls
 
 from nas.errors import UserInputError
 from nas.search.base import (Candidate, ProgressCallback, SearchProblem, SearchResult, SearchStrategy,
@@ -45,8 +48,10 @@ from nas.search.base import (Candidate, ProgressCallback, SearchProblem, SearchR
 STORAGE_FORMS = ("sqlite:///study.db (a file here), postgresql+psycopg://USER@HOST:5432/DATABASE "
                  "(shared by several machines), journal:///shared/study.log (a journal file on a shared "
                  "file system)")
-#: seconds between a running trial's heartbeats (database storages)
+#: seconds between a running trial's heartbeats
 HEARTBEAT_S = 10
+#: the journal trial attribute holding a running trial's latest heartbeat (seconds since the epoch)
+JOURNAL_HEARTBEAT_ATTR = "nas:heartbeat"
 #: a killed worker's trial is retried at most this many times
 MAX_RETRIES = 3
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -60,13 +65,13 @@ def open_storage(url: str, *, heartbeat_s: int | None = HEARTBEAT_S) -> optuna.s
     A malformed URL, a location that cannot be written, a file that is not a
     study database, or a server that cannot be reached is a
     :class:`UserInputError` saying which and what to do.
-    ``heartbeat_s`` (database storages): seconds between heartbeats of a
-    running trial; ``None`` turns the heartbeat off.
+    ``heartbeat_s``: seconds between heartbeats of a running trial; ``None``
+    turns the heartbeat off.
     """
     text = str(url).strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if text.lower().startswith("journal:"):
-        return _journal_storage(text, text[len("journal:"):])
+        return _journal_storage(text, text[len("journal:"):], heartbeat_s)
     if not scheme:
         looks_like_path = "/" in text or os.sep in text or Path(text).suffix in (".db", ".sqlite", ".sqlite3")
         hint = (f"for a SQLite file there, write sqlite:///{text}" if looks_like_path and " " not in text
@@ -161,7 +166,7 @@ def _unreachable_message(text: str, scheme: str, error: Exception) -> str:
             f"the host, port, user and database of the URL")
 
 
-def _journal_storage(text: str, rest: str) -> optuna.storages.BaseStorage:
+def _journal_storage(text: str, rest: str, heartbeat_s: int | None) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = Path(rest[2:] if rest.startswith("//") else rest).expanduser()
@@ -179,10 +184,61 @@ def _journal_storage(text: str, rest: str) -> optuna.storages.BaseStorage:
     if not os.access(path if path.exists() else path.parent, os.W_OK):
         raise UserInputError(f"--storage {text!r}: {str(path)!r} is not writable; pick another path")
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        if heartbeat_s is None:
+            return JournalStorage(JournalFileBackend(str(path)))
+        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_s=heartbeat_s)
     except Exception as error:  # the journal raises its own and OS errors
         raise UserInputError(f"--storage {text!r} cannot be opened as an Optuna journal ({error}); pass "
                              f"another file name") from None
+
+
+class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with the heartbeat its databases have.
+
+    A running trial's worker appends its heartbeat (wall-clock seconds) to
+    the journal every ``heartbeat_s`` as the trial attribute
+    :data:`JOURNAL_HEARTBEAT_ATTR`; a running trial whose latest heartbeat
+    (or, before the first, its start) is older than ``3 x heartbeat_s`` is
+    stale: Optuna's :func:`optuna.storages.fail_stale_trials`, which every
+    worker runs before each trial, marks it failed and queues a copy with
+    its parameters (at most :data:`MAX_RETRIES` times). The journal orders
+    the workers' writes, so when two workers find the same stale trial, only
+    the first failure counts and the trial is queued once. Workers sharing a
+    journal on several machines need clocks that agree to well within the
+    grace period (NTP does).
+    """
+
+    def __init__(self, backend, *, heartbeat_s: int = HEARTBEAT_S, max_retry: int | None = MAX_RETRIES):
+        super().__init__(backend)
+        self._heartbeat_s = int(heartbeat_s)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._stale_trial_callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, time.time())
+        except (optuna.exceptions.UpdateFinishedTrialError, KeyError):
+            pass  # the trial ended (or was failed as stale by another worker): nothing left to keep alive
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        oldest = time.time() - 3 * self._heartbeat_s
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            # The start counts as a sign of life too: a retried trial arrives with its dead predecessor's beat.
+            signs = [trial.system_attrs.get(JOURNAL_HEARTBEAT_ATTR)]
+            if trial.datetime_start is not None:
+                signs.append(trial.datetime_start.timestamp())  # the journal keeps it as local time
+            beat = max((s for s in signs if s is not None), default=None)
+            if beat is not None and beat < oldest:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._heartbeat_s
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._stale_trial_callback
 
 
 # --------------------------------------------------------------------------- #

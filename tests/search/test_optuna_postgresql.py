@@ -1,5 +1,5 @@
 """Several worker processes share one Optuna study on a real PostgreSQL server
-(and on a journal file): the study finishes with no trial lost or run twice,
+and on a journal file: the study finishes with no trial lost or run twice,
 and the trial of a worker killed mid-trial is retried by another."""
 
 import signal
@@ -59,36 +59,57 @@ def check_study(storage, study, evaluations):
     return trials
 
 
-def test_workers_on_postgresql_finish_the_study_and_take_over_a_killed_workers_trial(postgres):
-    storage = postgres.create_database("study_kill")
-    running = workers(storage, "shared", 16, 3)
-    victim = running[2]
+def kill_one_inside_a_trial(storage, study_name, running):
+    """SIGKILL the last of ``running`` while it runs a trial of the study; returns that trial's number."""
+    victim = running[-1]
     deadline = time.monotonic() + 180
     while True:
         try:
-            study = optuna.load_study(study_name="shared", storage=open_storage(storage, heartbeat_s=None))
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage, heartbeat_s=None))
             break
         except KeyError:  # the workers are still starting
             assert time.monotonic() < deadline
             time.sleep(0.2)
-    while time.monotonic() < deadline:  # kill the victim inside one of its trials
+    mine = []
+    while time.monotonic() < deadline and not mine:
         mine = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                 if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
         if mine:
             victim.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
+        else:
+            time.sleep(0.05)
+    assert mine, "the worker ran no trial to be killed in"
     assert victim.wait(timeout=30) == -signal.SIGKILL
-    for worker in running[:2]:
+    return mine[0].number
+
+
+def check_takeover(storage, study_name, running, evaluations, killed_number):
+    """The surviving workers finish the study; the killed trial failed and was run again once, with its
+    parameters."""
+    for worker in running[:-1]:
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
-        assert "DONE 16" in out
-    trials = check_study(storage, "shared", 16)
-    killed = trials[mine[0].number]
+        assert f"DONE {evaluations}" in out
+    trials = check_study(storage, study_name, evaluations)
+    killed = trials[killed_number]
     assert killed.state == optuna.trial.TrialState.FAIL
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
     assert killed.params.items() <= retry[0].params.items()  # it goes on from what the killed one drew
+
+
+def test_workers_on_postgresql_finish_the_study_and_take_over_a_killed_workers_trial(postgres):
+    storage = postgres.create_database("study_kill")
+    running = workers(storage, "shared", 16, 3)
+    killed = kill_one_inside_a_trial(storage, "shared", running)
+    check_takeover(storage, "shared", running, 16, killed)
+
+
+def test_workers_on_a_journal_file_take_over_a_killed_workers_trial(tmp_path):
+    storage = f"journal:///{tmp_path / 'study.log'}"
+    running = workers(storage, "shared", 12, 2)
+    killed = kill_one_inside_a_trial(storage, "shared", running)
+    check_takeover(storage, "shared", running, 12, killed)
 
 
 def test_tpe_workers_share_a_study_on_a_journal_file(tmp_path):
