@@ -91,7 +91,35 @@ def _show(args) -> int:
         print("measurements: replayed from the shipped latency tables (nothing is stored)")
         return 0
     print(_store_lines(device or unlisted_device(args.name), args.store))
+    if device is not None:
+        levels = _level_lines(device)
+        if levels:
+            print(levels)
     return 0
+
+
+def _level_lines(device) -> str:
+    """The device's reference levels this user has timed (``nas profile --help`` says what they are)."""
+    from nas.errors import UserInputError
+    from nas.profilers import InterleavedProfiler, make_profiler
+    from nas.profilers.levels import default_levels_path
+    from nas.search_space import list_spaces
+
+    try:
+        profiler = make_profiler(device)
+    except UserInputError:
+        return ""
+    if not isinstance(profiler, InterleavedProfiler) or not profiler.protocol.drift_correction:
+        return ""
+    lines = []
+    for space in list(device.spaces) or list_spaces():
+        level = profiler.current_level(space)
+        if level is not None:
+            lines.append(f"  {space}: reference model {level.level_ms:.3f} ms (median of {level.blocks:,} blocks), "
+                         f"slow moments +{100 * level.relative_spread:.0f} %")
+    if not lines:
+        return ""
+    return "\n".join([f"reference level under the catalog settings ({default_levels_path()}):"] + lines)
 
 
 def _plain_name(name: str) -> bool:

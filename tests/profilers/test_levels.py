@@ -59,3 +59,17 @@ def test_cells_go_on_the_devices_level_and_their_spread_widens_by_its():
     assert estimates[0].stats["cell_spread_ms"] == 0.0 and estimates[0].spread_ms == pytest.approx(6.0 * spread)
     assert estimates[0].stats["reference_level_ms"] == 2.0 and estimates[0].stats["reference_median_ms"] == 1.0
     assert not any(e.flagged for e in estimates)  # the level's spread never asks for more rounds
+
+
+def test_devices_show_prints_the_reference_level(tmp_path, monkeypatch, capsys):
+    from nas.cli import main
+    from nas.devices import get_device
+    from nas.profilers import make_profiler
+
+    monkeypatch.setenv("NAS_STORE", str(tmp_path / "m.db"))
+    key = make_profiler(get_device("local-cpu")).level_key("nb201")
+    with ReferenceLevels() as levels:  # $NAS_LEVELS: this test's own file
+        levels.add(key, [0.8] * 9 + [1.2])
+    assert main(["devices", "show", "local-cpu"]) == 0
+    shown = capsys.readouterr().out
+    assert "nb201: reference model 0.800 ms (median of 10 blocks), slow moments +5 %" in shown  # 90th percentile 0.84 ms
