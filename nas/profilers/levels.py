@@ -40,6 +40,8 @@ from nas.errors import UserInputError
 LEVELS_ENV = "NAS_LEVELS"
 #: the level is taken over this many of the latest reference blocks of a key
 WINDOW_BLOCKS = 2000
+#: blocks kept per key (older ones are dropped as new ones arrive)
+KEEP_BLOCKS = 5 * WINDOW_BLOCKS
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS reference_blocks (key TEXT NOT NULL, timed_at REAL NOT NULL, "
            "block_ms REAL NOT NULL)")
@@ -109,6 +111,10 @@ class ReferenceLevels:
         with self._connection:
             self._connection.executemany("INSERT INTO reference_blocks VALUES (?, ?, ?)",
                                          [(key, now, float(ms)) for ms in blocks_ms])
+            # the file stays small: blocks far outside the window are dropped
+            self._connection.execute(
+                "DELETE FROM reference_blocks WHERE key = ? AND rowid NOT IN (SELECT rowid FROM reference_blocks "
+                "WHERE key = ? ORDER BY timed_at DESC, rowid DESC LIMIT ?)", (key, key, KEEP_BLOCKS))
 
     def level(self, key: str) -> Level | None:
         """The level of ``key`` over its latest :data:`WINDOW_BLOCKS` blocks; ``None`` when it has none."""

@@ -73,3 +73,15 @@ def test_devices_show_prints_the_reference_level(tmp_path, monkeypatch, capsys):
     assert main(["devices", "show", "local-cpu"]) == 0
     shown = capsys.readouterr().out
     assert "nb201: reference model 0.800 ms (median of 10 blocks), slow moments +5 %" in shown  # 90th percentile 0.84 ms
+
+
+def test_the_level_follows_the_latest_window_and_old_blocks_are_dropped(tmp_path, monkeypatch):
+    from nas.profilers import levels as module
+
+    monkeypatch.setattr(module, "WINDOW_BLOCKS", 4)
+    monkeypatch.setattr(module, "KEEP_BLOCKS", 6)
+    with ReferenceLevels(tmp_path / "levels.db") as levels:
+        levels.add("k", [1.0] * 5)
+        levels.add("k", [2.0] * 4)  # the device became slower for good
+        assert levels.level("k").level_ms == 2.0
+        assert levels._connection.execute("SELECT COUNT(*) FROM reference_blocks").fetchone()[0] == 6
