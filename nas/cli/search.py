@@ -73,6 +73,13 @@ def register(subparsers) -> None:
                         help="training data, for strategies that train a network and for fbnet's --dataset")
     parser.add_argument("--out", metavar="DIR", help="write model.onnx, result.json and summary.txt here")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    parser.add_argument("--quantize", action="store_true",
+                        help="then quantize the trained network the search returns to mixed int8/float32 inside "
+                             "--tolerance and time both on the device ('nas quantize --help'); needs --out and a "
+                             "strategy that trains the network (proxyless)")
+    parser.add_argument("--tolerance", default="1%",
+                        help="accuracy --quantize may lose: '1%%' or '0.5pt' (points), or '99.9%%' (share of the "
+                             "float accuracy to keep); default 1%%")
     parser.set_defaults(handler=_search, strategy_dests=_strategy_option_groups(parser),
                         strategy_actions=list(parser._actions))
     from nas.slm import cli as slm_cli
@@ -117,6 +124,8 @@ def _search(args) -> int:
     from nas.search import search_under_budget
     from nas.slm import cli as slm_cli
 
+    if args.quantize:
+        _check_quantize(args)
     if args.space == "slm":  # trains every candidate: its own pipeline
         return slm_cli.search_command(args)
     slm_cli.refuse_elsewhere(args)
@@ -151,7 +160,33 @@ def _search(args) -> int:
         if not args.json:
             print(f"wrote {args.out}/result.json, summary.txt"
                   + (f", model.onnx (weights {outcome.weights})" if outcome.arch else ""))
+    if args.quantize and outcome.arch is not None:
+        return _quantize(args)
     return 0 if outcome.arch is not None else 1
+
+
+def _check_quantize(args) -> None:
+    from nas.errors import UserInputError
+    from nas.quantization.loop import check_search_quantizable
+    from nas.search import default_strategy, strategy_class
+
+    if args.space == "slm":
+        raise UserInputError("--quantize quantizes image classifiers; the slm space's language models are not "
+                             "quantized by the search")
+    name = args.strategy or default_strategy(args.space)
+    check_search_quantizable(name, strategy_class(name).needs_data, args.out, args.tolerance,
+                             getattr(args, "data", None))
+
+
+def _quantize(args) -> int:
+    from nas.quantization.loop import quantize_search_result
+
+    result = quantize_search_result(args.out, data=getattr(args, "data", None) or "digits", data_dir=args.data_dir,
+                                    device=args.device, tolerance=args.tolerance, seed=args.seed, progress=True)
+    if not args.json:
+        print(result.summary())
+        print(f"wrote {result.quantized_path}; result.json records float32 and quantized accuracy and latency")
+    return 0
 
 
 def _explain_resume(args) -> None:

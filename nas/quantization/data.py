@@ -15,6 +15,10 @@ search). Images are float32 arrays ``[n, C, H, W]`` shaped for the model.
   test images are the test split, the validation split is 5,000 images held
   out of the 60,000 training images, and the calibration images come from
   the remaining training images.
+- ``cifar10``, ``imagefolder``: the data ``nas search --strategy proxyless``
+  trains on, read with :func:`nas.proxyless.data.load_data` at the model's
+  resolution (the same pixels and splits the search used); the calibration
+  images are a fixed random sample of its training split.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 from nas.errors import UserInputError
 
-DATASETS = ("digits", "fashion-mnist")
+DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder")
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 #: where ``apt-get install dataset-fashion-mnist`` puts the IDX files (``dpkg -L dataset-fashion-mnist``)
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -113,6 +117,8 @@ def load_quantization_data(name: str, data_dir: str | os.PathLike | None = None,
         if data_dir is not None:
             raise UserInputError("--data digits is bundled with scikit-learn and takes no --data-dir")
         return _digits(input_shape or (1, 8, 8), calibration_size)
+    if name in ("cifar10", "imagefolder"):
+        return _training_data(name, data_dir, input_shape or (3, 32, 32), calibration_size)
     return _fashion_mnist(Path(data_dir).expanduser() if data_dir is not None else FASHION_MNIST_DIR,
                           input_shape or (1, 28, 28), calibration_size)
 
@@ -175,6 +181,28 @@ def _fashion_mnist(root: Path, input_shape: tuple[int, int, int], calibration_si
         LabelledImages(prepare(arrays["train_images"][val]), arrays["train_labels"][val].astype(np.int64)),
         LabelledImages(prepare(arrays["test_images"]), arrays["test_labels"].astype(np.int64)), 10,
         train=LabelledImages(train_images, train_labels))
+
+
+def _training_data(name: str, data_dir, input_shape: tuple[int, int, int],
+                   calibration_size: int) -> QuantizationData:
+    """A dataset of :func:`nas.proxyless.data.load_data` as quantization splits (no training split kept)."""
+    channels, height, width = input_shape
+    if channels != 3 or height != width:
+        raise UserInputError(f"the model takes images [batch, {channels}, {height}, {width}]; --data {name} gives "
+                             f"square RGB images [batch, 3, R, R] (as 'nas search' trains on it)")
+    from nas.proxyless.data import load_data
+
+    splits = load_data(name, data_dir, resolution=height)
+    sample = np.random.default_rng(SPLIT_SEED).permutation(len(splits.train))[:calibration_size]
+
+    def arrays(dataset) -> LabelledImages:
+        pairs = [dataset[int(i)] for i in range(len(dataset))]
+        return LabelledImages(*_as_arrays(np.stack([np.asarray(x) for x, _ in pairs]), [int(y) for _, y in pairs]))
+
+    from torch.utils.data import Subset
+
+    return QuantizationData(name, arrays(Subset(splits.train, sample.tolist())), arrays(splits.val),
+                            arrays(splits.test), splits.num_classes)
 
 
 def _read_idx(root: Path, stem: str) -> np.ndarray:
