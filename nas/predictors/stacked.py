@@ -419,7 +419,7 @@ class StackedPredictor(LatencyPredictor):
                                       for _ in range(CALIBRATION_DRAWS)]
             for support in supports:
                 predictor.adapt_codes(codes[support], y[support])
-                rows = rng.choice(np.setdiff1d(held_out, support), min(per_draw, len(held_out)), replace=False)
+                rows = rng.choice(np.setdiff1d(held_out, support), min(per_draw, len(held_out) - len(reference)), replace=False)
                 log_error = np.abs(np.log(predictor.predict_codes(codes[rows])) - np.log(np.maximum(y[rows], 1e-3)))
                 residuals.append(log_error / predictor.log_scale)
         log(f"chose temperature {best[1]}; calibrated the interval on {len(tasks)} devices, "
