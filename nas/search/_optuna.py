@@ -425,36 +425,45 @@ class OptunaSearch(SearchStrategy):
                                   "trials": len(archs), "resumed_trials": resumed})
 
     def _surplus(self, study: optuna.Study, number: int) -> bool:
-        """Whether trial ``number`` is beyond the budget: workers that started trials at the same
-        moment may have asked for more than ``num_evaluations``; the later ones give way."""
-        trials = study.get_trials(deepcopy=False, states=(_FINISHED, *_PENDING))
-        if any(t.number == number and t.system_attrs.get("failed_trial") is not None for t in trials):
-            return False  # a killed worker's trial is always run again
-        return sum(t.number < number for t in trials) >= self.num_evaluations
+        return beyond_budget(study, number, self.num_evaluations)
 
     def _run(self, study: optuna.Study, objective) -> None:
-        """Run trials until the study holds ``num_evaluations`` finished ones.
+        run_until_finished(study, objective, self.num_evaluations)
 
-        Several workers may share the study: each counts every worker's
-        trials. When the rest are running elsewhere, a worker waits for them,
-        and on a heartbeat storage takes over the trials of a worker that died.
-        """
-        heartbeat = getattr(self._storage, "get_heartbeat_interval", lambda: None)() is not None
-        while True:
-            trials = study.get_trials(deepcopy=False, states=(_FINISHED, *_PENDING))
-            finished = sum(t.state == _FINISHED for t in trials)
-            waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
-            if finished >= self.num_evaluations:
-                return
-            if len(trials) >= self.num_evaluations and not waiting:
-                if not heartbeat:
-                    return  # the running trials are another worker's; without a heartbeat none can be taken over
-                time.sleep(min(1.0, self.heartbeat_s / 2))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-                continue
-            study.optimize(objective, n_trials=1)
+
+def beyond_budget(study: optuna.Study, number: int, num_trials: int) -> bool:
+    """Whether trial ``number`` is beyond a budget of ``num_trials``: workers that started trials at the
+    same moment may have asked for more; the later ones give way (a retried trial never does)."""
+    trials = study.get_trials(deepcopy=False, states=(_FINISHED, *_PENDING))
+    if any(t.number == number and t.system_attrs.get("failed_trial") is not None for t in trials):
+        return False  # a killed worker's trial is always run again
+    return sum(t.number < number for t in trials) >= num_trials
+
+
+def run_until_finished(study: optuna.Study, objective, num_trials: int) -> None:
+    """Run trials of ``objective`` until the study holds ``num_trials`` finished ones.
+
+    Several workers may share the study: each counts every worker's trials
+    (an objective calls :func:`beyond_budget` to give way). When the rest are
+    running elsewhere, a worker waits for them, and on a heartbeat storage
+    takes over the trials of a worker that died.
+    """
+    interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
+    while True:
+        trials = study.get_trials(deepcopy=False, states=(_FINISHED, *_PENDING))
+        finished = sum(t.state == _FINISHED for t in trials)
+        waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
+        if finished >= num_trials:
+            return
+        if len(trials) >= num_trials and not waiting:
+            if interval is None:
+                return  # the running trials are another worker's; without a heartbeat none can be taken over
+            time.sleep(min(1.0, interval / 2))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            continue
+        study.optimize(objective, n_trials=1)
 
 
 class TPESearch(OptunaSearch):

@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
         "slm (language-model search, --space slm)",
         "--verify caps the finalists' device measurements; --evaluations the layouts trained (default 8); "
         "--resume continues an interrupted search from the trained candidates in --checkpoint-dir "
-        "(default: a folder next to the measurement store, one per device, budget, context and seed)")
+        "(default: a folder next to the measurement store, one per device, budget, context and seed); "
+        "--storage and --study share the evolution between workers on one Optuna study")
     group.add_argument("--arch", dest="layouts", action="append", metavar="LAYOUT",
                        help="train and score this layout (e.g. 'D F M2 F | A F M2 F | -') instead of evolving; "
                             "repeatable; the width is the widest meeting the budget")
@@ -83,7 +84,8 @@ def search_command(args) -> int:
     try:
         outcome = search_slm(args.device, args.latency, config=config, layouts=args.layouts,
                              work_dir=args.checkpoint_dir, resume=bool(args.resume), out=args.out,
-                             store=args.store, progress=True)
+                             store=args.store, progress=True, storage=getattr(args, "storage", None),
+                             study_name=getattr(args, "study_name", None))
     except KeyboardInterrupt:
         print("\nnas search: interrupted. Trained candidates are kept; run the same command with --resume "
               "to continue without training them again.", file=sys.stderr)

@@ -239,7 +239,10 @@ class _WorkFolder:
         self.sized: dict[str, CandidateRecord] = {}  # finalists retrained at their measured width, by arch
         if resume and self.log.is_file():
             for line in self.log.read_text().splitlines():
-                entry = json.loads(line)
+                try:
+                    entry = json.loads(line)
+                except ValueError:  # a line another worker sharing the folder is writing right now
+                    continue
                 sized = entry.pop("sized", False)
                 if entry.pop("fingerprint", None) == fingerprint:
                     if sized:
@@ -291,7 +294,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
                layouts: Sequence[str] | None = None, work_dir: str | os.PathLike | None = None,
                resume: bool = False, out: str | os.PathLike | None = None, store: Any = None,
                progress: bool = True, threads: int | None = None,
-               references: Sequence[str] | None = None) -> SlmSearchOutcome:
+               references: Sequence[str] | None = None, storage: str | None = None,
+               study_name: str | None = None, heartbeat_s: int | None = None) -> SlmSearchOutcome:
     """Search the ``slm`` space for the lowest-loss language model whose measured
     decode latency on ``device`` meets ``latency`` (ms per generated token).
 
@@ -302,7 +306,13 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
     store's folder); ``resume`` reuses them. ``references`` (canonical
     strings) replaces the space's reference architectures measured to adapt
     the latency predictor. ``out`` writes the ONNX graphs,
-    ``result.json`` and ``summary.txt``. Raises :class:`UserInputError` for
+    ``result.json`` and ``summary.txt``. ``storage`` (an Optuna storage URL,
+    see :func:`nas.search._optuna.open_storage`) runs the evolution on a
+    study that several workers share (:mod:`nas.slm.study`; ``study_name``
+    names it, ``heartbeat_s`` sets its heartbeat): every worker trains
+    layouts the others have not, the study stops at ``num_candidates``
+    trained by all of them, and each worker then sizes the finalists among
+    all of them. Raises :class:`UserInputError` for
     bad input, including a budget no layout can meet.
     """
     started = time.perf_counter()
@@ -314,8 +324,14 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
         torch.set_num_threads(int(threads))
     say = _say if progress else (lambda message: None)
     corpus = load_corpus()
+    if study_name and not storage:
+        raise UserInputError("--study needs --storage (e.g. --storage sqlite:///study.db)")
+    if storage and fixed is not None:
+        raise UserInputError("--storage shares an evolution between workers; with --arch there is none: leave "
+                             "one of them out")
+    # workers sharing a study share the work folder too: it is never cleared under them
     work = _WorkFolder(Path(work_dir) if work_dir else default_work_dir(device.name, budget_ms, config),
-                       config.fingerprint(), resume)
+                       config.fingerprint(), resume or bool(storage))
     if work.resumed:
         say(f"resuming: {work.resumed} trained candidates found in {work.path}")
 
@@ -338,6 +354,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
         if key in work.records:
             return work.records[key]
         choice = decode_latency.widest_within(layout, latency_model, budget_ms)
+        if choice is None and single:  # the device, not the prediction, has the last word: start narrowest
+            choice = decode_latency.width_choices(layout, latency_model)[0]
         if choice is None:
             record = CandidateRecord(key, None, None, None, None, None)
             work.save(record, None)
@@ -360,12 +378,18 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
             f"{choice.predicted_ms:.2f} ms/token, trained in {run.wall_s:.0f} s")
         return record
 
+    def feasible(layout) -> bool:
+        return decode_latency.widest_within(layout, latency_model, budget_ms) is not None
+
     if fixed is not None:
         for layout in fixed:
             evaluate(layout)
+    elif storage:
+        _evolve_shared(evaluate, feasible, config, work, storage, study_name, heartbeat_s, say,
+                       dict(space=SPACE, device=device.name, budget_ms=budget_ms, context=config.context,
+                            seed=config.seed, fingerprint=config.fingerprint()))
     else:
-        _evolve(evaluate, lambda layout: decode_latency.widest_within(layout, latency_model, budget_ms) is not None,
-                config)
+        _evolve(evaluate, feasible, config)
 
     trained = sorted((r for r in work.records.values() if r.feasible and (r.val_bpb is not None or single)),
                      key=lambda r: r.val_bpb if r.val_bpb is not None else math.inf)
@@ -538,6 +562,29 @@ def _evolve(evaluate: Callable[[Any], CandidateRecord], feasible: Callable[[Any]
         population.append((layout, record))
         if len(population) > config.population_size:
             population.popleft()
+
+
+def _evolve_shared(evaluate: Callable[[Any], CandidateRecord], feasible: Callable[[Any], bool],
+                   config: SlmSearchConfig, work: "_WorkFolder", storage: str, study_name: str | None,
+                   heartbeat_s: int | None, say: Callable[[str], None], settings: dict[str, Any]) -> None:
+    """:func:`_evolve` on an Optuna study shared by several workers (:mod:`nas.slm.study`); afterwards
+    ``work.records`` holds every worker's candidates."""
+    from nas.search._optuna import HEARTBEAT_S
+    from nas.slm import study as shared
+
+    sampler = shared.LayoutEvolutionSampler(feasible, population_size=config.population_size,
+                                            tournament_size=config.tournament_size, seed=config.seed)
+    study = shared.open_study(storage, study_name, settings, sampler, heartbeat_s or HEARTBEAT_S, say)
+
+    def known(records: dict[str, dict[str, Any]]) -> None:
+        for layout, fields in records.items():
+            if layout not in work.records:
+                work.records[layout] = CandidateRecord(**fields)
+
+    shared.evolve_on_study(evaluate, study, config.num_candidates, known)
+    known(shared.study_records(study))
+    say(f"study {study.study_name}: {sum(r.val_bpb is not None for r in work.records.values())} candidates "
+        f"trained by its workers")
 
 
 def continuation_prompt(context: int) -> bytes:
