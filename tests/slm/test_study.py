@@ -46,8 +46,12 @@ def _made_up(layout):
     return CandidateRecord(key, key + " @64", 64, 1.0, 0.9, 1.1, len(space.layers(layout)) / 10)
 
 
-def test_a_second_worker_draws_from_the_first_workers_candidates_and_repeats_none(tmp_path):
-    storage = f"journal:///{tmp_path / 'study.log'}"
+@pytest.mark.parametrize("kind", ["journal", "sqlite", "postgresql"])
+def test_a_second_worker_draws_from_the_first_workers_candidates_and_repeats_none(tmp_path, request, kind):
+    if kind == "postgresql":
+        storage = request.getfixturevalue("postgres").create_database("slm_study")
+    else:
+        storage = f"journal:///{tmp_path / 'study.log'}" if kind == "journal" else f"sqlite:///{tmp_path / 's.db'}"
     space = get_space("slm")
     evaluated = {"a": [], "b": []}
 
