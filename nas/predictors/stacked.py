@@ -71,6 +71,8 @@ ALONE_RATIO = 0.5
 #: quantile of the squared held-out log errors that scores a model (1.0 would be the maximum; the
 #: mean lets one disturbed sample of ten choose the model)
 ROBUST_QUANTILE = 0.9
+#: a sample missed by this many times the device's error scale is refitted without (see ``adapt_codes``)
+OUTLIER_RATIO = 3.0
 
 
 def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int,
@@ -248,7 +250,25 @@ class StackedPredictor(LatencyPredictor):
         return self.adapt_codes(op_codes(self.space, archs), latency_ms)
 
     def adapt_codes(self, codes: np.ndarray, latency_ms: np.ndarray) -> "StackedPredictor":
-        """``adapt`` on operation codes (used by meta-training and evaluation)."""
+        """``adapt`` on operation codes (used by meta-training and evaluation).
+
+        A sample the mixture, fitted without it, misses by more than
+        ``OUTLIER_RATIO`` times the device's error scale is a disturbed
+        measurement (taken under load): the models are fitted again without
+        it (``self.dropped``: its index, else None). Every model is fitted in
+        part on each sample, so a robust score alone cannot undo it."""
+        latency_ms = np.asarray(latency_ms, dtype=np.float64)
+        self._fit(codes, latency_ms)
+        self.dropped = None
+        residuals = np.abs(self.held_out_log_residuals)
+        worst = int(np.argmax(residuals))
+        if len(latency_ms) > MIN_MEASUREMENTS + 4 and residuals[worst] > OUTLIER_RATIO * self.log_scale:
+            keep = np.arange(len(latency_ms)) != worst
+            self._fit(codes[keep], latency_ms[keep])
+            self.dropped = worst
+        return self
+
+    def _fit(self, codes: np.ndarray, latency_ms: np.ndarray) -> None:
         phi = self.design(codes)
         log_positive = self.log_positive(codes)
         coefficients = fit_candidates(phi, latency_ms, *self._sizes)
@@ -274,7 +294,6 @@ class StackedPredictor(LatencyPredictor):
         #: log(measured / predicted) of each sample, predicted by the mixture fitted without it
         self.held_out_log_residuals = np.log(latency_ms) - log_held_out @ self.mixture
         self.log_scale = held_out_scale(self.held_out_log_residuals)
-        return self
 
     def predict_codes(self, codes: np.ndarray) -> np.ndarray:
         if self.coefficients is None:
