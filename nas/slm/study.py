@@ -40,6 +40,8 @@ from nas.search_space import get_space
 SPACE = "slm"
 #: layout genes: three stages of (mixer, second, ratio, ffns, blocks); the width gene is left out
 GENES = 15
+#: a worker gives up after this many trials per candidate in a row that trained nothing new
+FUTILE_DRAWS = 100
 _COMPLETE = optuna.trial.TrialState.COMPLETE
 _PRUNED = optuna.trial.TrialState.PRUNED
 _LIVE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -174,6 +176,14 @@ def evolve_on_study(evaluate: Callable[[Any], Any], study: optuna.Study, num_can
     another worker already has.
     """
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    futile = []  # this worker's trials that trained nothing new
+
+    def give_up_after_many(reason: str) -> None:
+        futile.append(reason)
+        if len(futile) > FUTILE_DRAWS * num_candidates:
+            raise UserInputError(f"{len(futile)} layouts drawn in a row are in the study already or have no width "
+                                 f"predicted to meet the budget; raise the budget or lower --evaluations")
+        raise optuna.TrialPruned(reason)
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker)  # who ran which trial, in a study shared by several
@@ -187,12 +197,13 @@ def evolve_on_study(evaluate: Callable[[Any], Any], study: optuna.Study, num_can
         twin = [t.number for t in study.get_trials(deepcopy=False, states=_LIVE)
                 if t.number < trial.number and _layout_key(t) == key]
         if twin and not retry:  # drawn by another worker at the same moment: theirs counts
-            raise optuna.TrialPruned(f"layout {key} is trial {twin[0]}'s")
+            give_up_after_many(f"layout {key} is trial {twin[0]}'s")
         known(study_records(study))
         record = evaluate(layout)
         trial.set_user_attr("record", asdict(record))
         if not record.feasible:
-            raise optuna.TrialPruned(f"layout {key}: no width is predicted to meet the budget")
+            give_up_after_many(f"layout {key}: no width is predicted to meet the budget")
+        futile.clear()
         return float(record.val_bpb)
 
     run_until_finished(study, objective, num_candidates)

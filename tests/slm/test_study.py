@@ -165,3 +165,21 @@ def test_study_options_that_cannot_work_exit_2(tmp_path, monkeypatch, capsys):
     assert "--study needs --storage" in capsys.readouterr().err
     assert main(base + ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--arch", "D F | A F | -"]) == 2
     assert "with --arch there is none" in capsys.readouterr().err
+
+
+def test_a_study_where_no_layout_fits_gives_up_with_a_message(tmp_path, monkeypatch):
+    from nas.errors import UserInputError
+    from nas.slm import study as shared
+
+    monkeypatch.setattr(shared, "FUTILE_DRAWS", 4)  # the default 100 per candidate takes long to exhaust
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    sampler = LayoutEvolutionSampler(lambda layout: True, population_size=2, tournament_size=1, seed=0)
+    study = open_study(storage, "s", {"space": "slm"}, sampler, 1, lambda m: None)
+    space = get_space("slm")
+
+    def no_width_fits(layout):
+        return CandidateRecord(space.layout(layout), None, None, None, None, None)
+
+    with pytest.raises(UserInputError, match="raise the budget"):
+        evolve_on_study(no_width_fits, study, 1, lambda records: None)
