@@ -33,6 +33,13 @@ def structural_priors(space: str, codes: np.ndarray) -> dict[str, np.ndarray]:
     unfused runtime launches: what per-operator overhead pays for) and
     ``memory_traffic`` (feature-map elements read and written, in units of
     one cell's map for NB201).
+
+    ``slm`` (one decode step): ``layers``, ``mixers``, ``operators`` (nodes
+    ONNX Runtime runs, see :data:`nas.predictors.features.SLM_RUNTIME_NODES`),
+    ``attention_layers`` (full and sliding-window), ``cache_per_token``
+    (full-attention cache elements per cached token), ``state_elements``
+    (every state a step reads, caches at 512 tokens) and ``memory_traffic``
+    (parameters plus those states).
     """
     flops, params = flops_and_params(space, codes)
     priors = {"flops": flops, "params": params}
@@ -54,6 +61,16 @@ def structural_priors(space: str, codes: np.ndarray) -> dict[str, np.ndarray]:
         operators = (8 * blocks + 3 * grouped[codes] + (blocks & identity) + 3 * (~blocks & ~identity)).sum(axis=1)
         priors.update(layers=(blocks | ~identity).sum(axis=1), non_skip_layers=blocks.sum(axis=1),
                       convs=cost[:, 4], operators=operators, memory_traffic=cost[:, 2])
+    elif space == "slm":
+        from nas.predictors.features import SLM_COSTS, slm_costs
+        from nas.search_space.slm.space import DEFAULT_CONTEXT
+
+        cost = dict(zip(SLM_COSTS, slm_costs(codes).T))
+        # a decode step reads every weight once and every state, the caches at the default context
+        states = cost["state_elements"] + DEFAULT_CONTEXT * cost["cache_per_token"]
+        priors.update(layers=cost["layers"], mixers=cost["layers"] - cost["F"], operators=cost["operators"],
+                      attention_layers=cost["A"] + cost["SWA"], cache_per_token=cost["cache_per_token"],
+                      state_elements=states, memory_traffic=cost["params"] + states)
     return {name: np.asarray(value, dtype=np.float64) for name, value in priors.items()}
 
 

@@ -278,9 +278,22 @@ def help_encoding(space: str, codes: np.ndarray) -> np.ndarray:
 #: attention over the cache), ``attention_macs_per_token`` (full attention's MACs per
 #: cached token: times the context it is the cache cost), ``window_macs`` (sliding-window
 #: attention over its full window), ``state_elements`` (recurrent and conv states read and
-#: written), ``layers``, the count of each mixer type and of FFNs, and the width
+#: written), ``layers``, the count of each mixer type and of FFNs, the width,
+#: ``operators`` (nodes ONNX Runtime runs per decode step, see :data:`SLM_RUNTIME_NODES`),
+#: ``cache_per_token`` (full-attention key and value elements stored per cached token, grouped
+#: KV heads) and ``mixer_macs`` / ``ffn_macs`` (the dense work of mixers and of FFNs apart)
 SLM_COSTS = ("flops", "params", "dense_macs", "attention_macs_per_token", "window_macs", "state_elements",
-             "layers", "A", "SWA", "M2", "D", "GD", "F", "width")
+             "layers", "A", "SWA", "M2", "D", "GD", "F", "width", "operators", "cache_per_token",
+             "mixer_macs", "ffn_macs")
+
+#: nodes of each layer type (with its pre-norm) in an slm decode-step graph after ONNX
+#: Runtime's graph optimisation (level ``all``), the same at every width: attention spends
+#: most of its nodes on shapes, RoPE and the cache, a recurrent mixer has one fused
+#: LinearAttention node; at batch 1 every node's launch costs about as much as a small
+#: matrix product, so this count is what per-operator overhead pays for
+SLM_RUNTIME_NODES = {"A": 120, "SWA": 122, "M2": 55, "D": 55, "GD": 68, "F": 7}
+#: nodes outside the layers (embedding, final norm, output projection, shared positions)
+SLM_GRAPH_NODES = 4
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -303,9 +316,13 @@ def _slm_row(code: tuple[int, ...]) -> tuple[tuple[float, ...], bytes]:
               + (inner + 2 * operators.MAMBA_STATE) * (operators.CONV_KERNEL - 1),
               "D": heads * operators.HEAD_DIM ** 2 + 3 * heads * operators.HEAD_DIM * (operators.CONV_KERNEL - 1)}
     states["GD"] = states["D"]
+    cache = sum(2 * operators.kv_heads_for(heads) * operators.HEAD_DIM for layer in layers if layer == "A")
+    ffn_macs = sum(layer_cost(layer, width, 0)[0] for layer in layers if layer == "F")
     values = (search_space.flops(arch), search_space.num_params(arch), dense, per_token, window,
               sum(states.get(layer, 0) for layer in layers), len(layers),
-              *(layers.count(kind) for kind in ("A", "SWA", "M2", "D", "GD", "F")), width)
+              *(layers.count(kind) for kind in ("A", "SWA", "M2", "D", "GD", "F")), width,
+              SLM_GRAPH_NODES + sum(SLM_RUNTIME_NODES[layer] for layer in layers), cache, dense - ffn_macs - width * 256,
+              ffn_macs)
     return tuple(float(v) for v in values), search_space._encode_valid(arch).tobytes()
 
 
