@@ -26,16 +26,23 @@ summarised by its fastest call (see FastestOfBlock) and every value put on
 one scale per setting: cell / reference level around it x the reference's
 median over the run.
 Measurements are appended to
-measurements.csv (keyed by the sampled index) as each cell finishes, so a
-rerun resumes; --finish writes archs.csv and latency_ms.csv (the
+measurements.csv (keyed by the sampled index, with the load average when
+each cell finished) as each cell finishes, so a rerun resumes. A further
+pass (--repeat, its own --part) times the cells again from graphs kept by
+the first (--keep-graphs); a cell timed in several passes is their median,
+and --finish prints the Spearman between two passes per setting (how
+repeatable the table is). --finish writes archs.csv and latency_ms.csv (the
 architectures measured on every setting, re-indexed, one column per
 setting) and the slm entry of nas/data/help_protocol.json (10 reference
 architectures at FLOPs percentiles, the device split).
 
-    python experiments/slm_latency_dataset.py --archs 208
-    # or exporting in a second (niced) process while the first one times:
-    nice -n 5 python experiments/slm_latency_dataset.py --export-worker --graphs /tmp/slm-graphs &
-    python experiments/slm_latency_dataset.py --graphs /tmp/slm-graphs
+    python experiments/slm_latency_dataset.py --archs 200
+    # or exporting in a second (niced) process while the first one times, graphs kept for a second pass:
+    OMP_NUM_THREADS=1 nice -n 19 python experiments/slm_latency_dataset.py --export-worker --ahead 400 \
+        --graphs /tmp/slm-graphs &
+    python experiments/slm_latency_dataset.py --rounds 5 --runs 5 --warmup 2 --graphs /tmp/slm-graphs --keep-graphs
+    python experiments/slm_latency_dataset.py --rounds 5 --runs 5 --warmup 2 --graphs /tmp/slm-graphs \
+        --repeat --part _pass2
     python experiments/slm_latency_dataset.py --finish
 """
 
@@ -44,6 +51,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -53,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -162,7 +171,8 @@ def measure(args) -> None:
     space = get_space("slm")
     archs = sample_archs(args.archs, args.seed)
     raw = folder / f"measurements{args.part}.csv"
-    done_cells = set().union(*(read_done(p) for p in folder.glob("measurements*.csv")))
+    # a repeated pass times again what other passes measured; only its own file counts as done
+    done_cells = read_done(raw) if args.repeat else set().union(*(read_done(p) for p in folder.glob("measurements*.csv")))
     protocol = MeasurementProtocol(warmup_runs=args.warmup, rounds=args.rounds, runs_per_round=args.runs,
                                    extra_rounds=args.extra_rounds, seed=args.seed)
     names = [setting_name(*s) for s in SETTINGS]
@@ -183,10 +193,12 @@ def measure(args) -> None:
         with raw.open("a", newline="") as handle:
             writer = csv.writer(handle)
             if new_file:
-                writer.writerow(["index", "setting", "latency_ms", "spread_ms", "flagged", "reference_median_ms"])
+                writer.writerow(["index", "setting", "latency_ms", "spread_ms", "flagged", "reference_median_ms",
+                                 "load_1min"])
             for start in range(args.start, len(archs), args.group):
                 indices = [i for i in range(start, min(start + args.group, len(archs)))
-                           if any((i, n) not in done_cells for n in names)]
+                           if any((i, n) not in done_cells for n in names)
+                           and not (args.repeat and args.graphs and not (Path(args.graphs) / f"cell{i}.ready").exists())]
                 if not indices:
                     continue
                 sessions.clear()  # one session per graph and thread count, shared by the settings
@@ -211,19 +223,20 @@ def measure(args) -> None:
                     def done(cell: int, estimate, name=name, todo=todo) -> None:
                         writer.writerow([todo[cell], name, f"{estimate.latency_ms:.6g}", f"{estimate.spread_ms:.4g}",
                                          int(estimate.flagged),
-                                         f"{estimate.stats.get('reference_median_ms', float('nan')):.6g}"])
+                                         f"{estimate.stats.get('reference_median_ms', float('nan')):.6g}",
+                                         f"{os.getloadavg()[0]:.2f}"])
                         done_cells.add((todo[cell], name))
 
                     time_interleaved(timers, reference, replace(protocol, group_size=len(todo)), on_done=done)
                     handle.flush()
-                for i in indices:
+                for i in indices if not args.keep_graphs else ():
                     for path in paths[i].values():
                         path.unlink(missing_ok=True)
                     if args.graphs:
                         (Path(args.graphs) / f"cell{i}.ready").unlink(missing_ok=True)
                 finished = len({i for i, _ in done_cells})
-                print(f"{finished}/{len(archs)} architectures measured, {time.time() - started:.0f} s",
-                      file=sys.stderr, flush=True)
+                print(f"{finished}/{len(archs)} architectures measured, {time.time() - started:.0f} s, "
+                      f"load average {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -235,7 +248,7 @@ def finish(args) -> None:
     archs = [{"arch": space.to_string(a), "params": space.num_params(a), "flops_decode_ctx512": space.flops(a)}
              for a in sample_archs(args.archs, args.seed)]
     names = [setting_name(*s) for s in SETTINGS]
-    values: dict[tuple[int, str], float] = {}
+    values: dict[tuple[int, str], list[float]] = {}
     rows = []
     for path in sorted(folder.glob("measurements*.csv")):  # one file per measuring process
         with path.open() as handle:
@@ -245,8 +258,18 @@ def finish(args) -> None:
     scale = {n: float(np.median([float(r["reference_median_ms"]) for r in rows if r["setting"] == n] or [1.0]))
              for n in names}
     for row in rows:
-        values[(int(row["index"]), row["setting"])] = (float(row["latency_ms"]) * scale[row["setting"]]
-                                                       / float(row["reference_median_ms"]))
+        values.setdefault((int(row["index"]), row["setting"]), []).append(
+            float(row["latency_ms"]) * scale[row["setting"]] / float(row["reference_median_ms"]))
+    repeated = sum(len(v) > 1 for v in values.values())
+    for n in names:  # how repeatable the table is: the rank agreement of two passes
+        pairs = np.array([v[:2] for (_, setting), v in values.items() if setting == n and len(v) > 1])
+        if len(pairs) > 2:
+            print(f"{n}: Spearman {spearmanr(pairs[:, 0], pairs[:, 1])[0]:.3f} between two passes over "
+                  f"{len(pairs)} architectures", file=sys.stderr)
+    # a cell timed in several passes (--repeat) is their median: passes at different moments of
+    # the machine's load disagree most on the largest models, whose calls are most often cut
+    values = {cell: float(np.median(v)) for cell, v in values.items()}
+    print(f"{repeated} of {len(values)} cells timed in more than one pass", file=sys.stderr)
     complete = [i for i in range(len(archs)) if all((i, n) in values for n in names)]
     print(f"{len(complete)} of {len(archs)} architectures measured on all {len(names)} settings", file=sys.stderr)
     with (folder / "archs.csv").open("w", newline="") as handle:
@@ -277,7 +300,7 @@ def finish(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", type=int, default=208)
+    parser.add_argument("--archs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--group", type=int, default=8, help="architectures timed together")
     parser.add_argument("--rounds", type=int, default=3)
@@ -291,8 +314,14 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0, help="first sampled index to measure (or export)")
     parser.add_argument("--part", default="", help="suffix of this process's measurements file")
     parser.add_argument("--ahead", type=int, default=16, help="exported graphs waiting at most (--export-worker)")
+    parser.add_argument("--keep-graphs", action="store_true", help="leave timed graphs in --graphs for a later pass")
+    parser.add_argument("--repeat", action="store_true",
+                        help="a further pass: time again the cells other passes measured (with --graphs, those whose "
+                             "graphs are there); needs its own --part")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.repeat and not args.part:
+        parser.error("--repeat writes its own measurements file: give it a --part, e.g. --part _pass2")
     if args.export_worker:
         export_worker(args)
         return
