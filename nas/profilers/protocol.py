@@ -323,12 +323,19 @@ class InterleavedProfiler(Profiler):
         super().__init__(device)
         self.runtime = check_runtime_settings(device.settings)
         self.protocol = MeasurementProtocol.from_settings(device.settings)
+        # precision: int8 times every model as ONNX Runtime int8 (nas.quantization.timing)
+        self.precision = device.settings.get("precision", "float32")
+        if self.precision != "float32":
+            from nas.quantization.timing import precision_setting
+
+            precision_setting(device.settings)
 
     @property
     def settings(self) -> dict[str, Any]:
         """Runtime settings recorded with (and keying) every measurement; the
         protocol (rounds, runs) is recorded in each measurement's ``stats``."""
-        return dict(self.runtime, drift_correction=self.protocol.drift_correction)
+        return dict(self.runtime, drift_correction=self.protocol.drift_correction,
+                    **({"precision": self.precision} if self.precision != "float32" else {}))
 
     def settings_for(self, space: str) -> dict[str, Any]:
         """:attr:`settings` plus what the space's latency depends on (for
@@ -383,6 +390,13 @@ class InterleavedProfiler(Profiler):
             load = lambda path: self.load_sequence_model(path, settings)  # noqa: E731
         else:
             path, load = export_arch(space, arch, folder / f"{name}.onnx"), self.load
+        if self.precision != "float32":
+            from nas.quantization.timing import int8_for_timing
+
+            float_path = path
+            path = int8_for_timing(float_path, self.runtime, settings.get("context_length") if hasattr(
+                search_space, "latency_settings") else None)
+            float_path.unlink(missing_ok=True)
         try:
             return load(path)
         finally:

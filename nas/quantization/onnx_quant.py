@@ -40,10 +40,13 @@ _EXTRA_OPTIONS = {
 }
 
 
-def prepare_model(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+def prepare_model(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                  symbolic_shapes: bool = True) -> Path:
     """Pre-process ``onnx_path`` for quantization into ``out_path``: shape
     inference, ONNX Runtime's basic graph optimisation (batch norm folded into
-    the preceding convolution, constants folded) and a name for every node."""
+    the preceding convolution, constants folded) and a name for every node.
+    ``symbolic_shapes=False`` skips ONNX Runtime's symbolic shape inference,
+    which some sequence graphs (state caches of dynamic length) do not pass."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = load_onnx(onnx_path)
@@ -51,7 +54,7 @@ def prepare_model(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with _quiet():
         try:
-            quant_pre_process(name_unnamed_nodes(model), str(out_path))
+            quant_pre_process(name_unnamed_nodes(model), str(out_path), skip_symbolic_shape=not symbolic_shapes)
         except Exception as error:  # shape inference or ORT's optimizer refused the graph
             raise UserInputError(f"{str(onnx_path)!r} cannot be prepared for quantization by ONNX Runtime "
                                  f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''})"

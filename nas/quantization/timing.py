@@ -1,0 +1,95 @@
+"""Timing int8 models: the profiler setting ``precision: int8``.
+
+A device whose profiler settings say ``precision: int8`` (the catalog's
+``local-cpu-int8``, or any device file) is measured on int8 models: every
+exported architecture, and the drift reference, is quantized with ONNX
+Runtime static quantization before it is timed (QDQ format, per-channel
+symmetric int8 weights, uint8 per-tensor activations, batch norm folded;
+every Conv, Gemm and MatMul with a constant weight and the operations
+between them, exactly as ``nas quantize`` builds its all-int8 model). The
+latency predictor adapts on those measurements, verification times the
+same int8 models, and so a search under a budget spends int8's speed-up on
+a larger architecture.
+
+Calibration uses the profiler's own input (random values, one batch).
+That is enough for latency: an int8 kernel does the same operations
+whatever the values, and calibration sets only scales and zero points,
+which change the numbers computed, not the work. It says nothing of
+accuracy; ``nas quantize`` calibrates on real data and checks accuracy.
+
+Measurements under ``precision: int8`` are stored under their own settings
+key (``precision`` is part of it), never mixed with float32 ones.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.errors import UserInputError
+
+#: values of the profiler setting ``precision``
+PRECISION_SETTINGS = ("float32", "int8")
+
+
+def precision_setting(settings: dict[str, Any]) -> str:
+    """The ``precision`` of a device's profiler settings (default float32), validated."""
+    value = settings.get("precision", "float32")
+    if value not in PRECISION_SETTINGS:
+        raise UserInputError(f"profiler setting precision must be one of {', '.join(PRECISION_SETTINGS)}, not "
+                             f"{value!r}")
+    return value
+
+
+class _FeedReader:
+    """ONNX Runtime's calibration data reader over a list of input feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._feeds = iter(feeds)
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def timing_feed(onnx_path: str | os.PathLike, runtime: dict[str, Any],
+                context_length: int | None = None) -> dict[str, np.ndarray]:
+    """The inputs the profiler times ``onnx_path`` with: a single-input model's random batch, or
+    for an ``slm`` decode or prefill graph (``context_length`` given) its tokens and states."""
+    if context_length is None:
+        from nas.profilers.onnxruntime import OnnxRuntimeModel
+
+        return dict(OnnxRuntimeModel(onnx_path, **runtime)._feed)
+    from nas.search_space.slm.runtime import SlmTimer
+
+    return dict(SlmTimer(onnx_path, context_length=context_length, **runtime).feed)
+
+
+def int8_for_timing(onnx_path: str | os.PathLike, runtime: dict[str, Any], context_length: int | None = None,
+                    out_path: str | os.PathLike | None = None) -> Path:
+    """``onnx_path`` quantized to int8 for timing (see the module docstring), written to ``out_path``
+    (default: beside it, ``NAME.int8.onnx``). ``runtime`` are the profiler's ONNX Runtime settings
+    (threads, batch size, optimisation level); ``context_length`` marks an ``slm`` graph."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from nas.quantization.layers import load_onnx
+    from nas.quantization.onnx_quant import _EXTRA_OPTIONS, _quiet, nodes_to_quantize, prepare_model, \
+        require_quantizable_layers
+
+    source = Path(onnx_path)
+    out = Path(out_path) if out_path is not None else source.with_suffix(".int8.onnx")
+    feed = timing_feed(source, runtime, context_length)
+    with tempfile.TemporaryDirectory(prefix="nas-int8-") as folder:
+        prepared = prepare_model(source, Path(folder) / "prepared.onnx", symbolic_shapes=context_length is None)
+        model = load_onnx(prepared)
+        layers = require_quantizable_layers(model, source)
+        with _quiet():
+            quantize_static(str(prepared), str(out), _FeedReader([feed]), quant_format=QuantFormat.QDQ,
+                            per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            nodes_to_quantize=nodes_to_quantize(model, layers, [layer.name for layer in layers]),
+                            extra_options=dict(_EXTRA_OPTIONS))
+    return out
