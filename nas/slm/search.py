@@ -274,6 +274,27 @@ class _WorkFolder:
             (self.path / record.weights).unlink(missing_ok=True)
             record.weights = None
 
+    def hold_finalists(self) -> None:
+        """Wait until no other process sharing this folder is sizing finalists, then take the turn and
+        read the finalists they trained meanwhile (released by :meth:`release_finalists` or at exit)."""
+        import fcntl
+
+        self._finalists_lock = (self.path / "finalists.lock").open("w")
+        fcntl.flock(self._finalists_lock, fcntl.LOCK_EX)
+        for line in self.log.read_text().splitlines() if self.log.is_file() else []:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.pop("sized", False) and entry.pop("fingerprint", None) == self.fingerprint:
+                self.sized.setdefault(entry["arch"], CandidateRecord(**entry))
+
+    def release_finalists(self) -> None:
+        lock = getattr(self, "_finalists_lock", None)
+        if lock is not None:
+            lock.close()  # closing the file releases the lock
+            self._finalists_lock = None
+
     def load_model(self, record: CandidateRecord) -> torch.nn.Module | None:
         if not record.weights or not (self.path / record.weights).is_file():
             return None
@@ -399,6 +420,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
 
     # finalists, lowest loss first: each is measured on the device and moved along the width ladder by
     # its measured latency, then retrained at that width if it moved; the predicted width is only a start
+    if storage:  # workers sharing the folder size finalists one at a time, reusing what the others trained
+        work.hold_finalists()
     finalists: list[dict[str, Any]] = []
     sized: list[tuple[CandidateRecord, Any]] = []
     for record in trained:
@@ -439,6 +462,7 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
                           "spread_ms": measurement.spread_ms, "meets_budget": True})
         sized.append((sized_record, measurement))
     chosen = min(sized, key=lambda pair: pair[0].val_bpb) if sized else None
+    work.release_finalists()
 
     for finalist in finalists:
         if finalist["meets_budget"]:

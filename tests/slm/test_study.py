@@ -183,3 +183,28 @@ def test_a_study_where_no_layout_fits_gives_up_with_a_message(tmp_path, monkeypa
 
     with pytest.raises(UserInputError, match="raise the budget"):
         evolve_on_study(no_width_fits, study, 1, lambda records: None)
+
+
+def test_workers_sharing_a_folder_size_finalists_in_turn_and_reuse_each_others(tmp_path):
+    import threading
+
+    from nas.slm.search import _WorkFolder
+
+    first, second = (_WorkFolder(tmp_path, "same training", resume=True) for _ in range(2))
+    first.hold_finalists()
+    taken = threading.Event()
+
+    def take_turn():
+        second.hold_finalists()
+        taken.set()
+
+    waiting = threading.Thread(target=take_turn)
+    waiting.start()
+    assert not taken.wait(0.5)  # the first is sizing: the second waits
+    sized = CandidateRecord("D | D | -", "D | D | - @96", 96, 1.0, 0.9, 1.1, 4.2)
+    first.save(sized, None, sized=True)
+    first.release_finalists()
+    assert taken.wait(10)
+    waiting.join()
+    assert second.sized["D | D | - @96"].val_bpb == 4.2  # what the first trained is not trained again
+    second.release_finalists()
