@@ -256,13 +256,14 @@ class StackedPredictor(LatencyPredictor):
         ``OUTLIER_RATIO`` times the device's error scale is a disturbed
         measurement (taken under load): the models are fitted again without
         it (``self.dropped``: its index, else None). Every model is fitted in
-        part on each sample, so a robust score alone cannot undo it."""
+        part on each sample, so a robust score alone cannot undo it; beyond
+        ``MAX_LEAVE_ONE_OUT`` samples one weighs little and none is dropped."""
         latency_ms = np.asarray(latency_ms, dtype=np.float64)
         self._fit(codes, latency_ms)
         self.dropped = None
         residuals = np.abs(self.held_out_log_residuals)
         worst = int(np.argmax(residuals))
-        if len(latency_ms) > MIN_MEASUREMENTS + 4 and residuals[worst] > OUTLIER_RATIO * self.log_scale:
+        if MIN_MEASUREMENTS + 4 < len(latency_ms) <= MAX_LEAVE_ONE_OUT and residuals[worst] > OUTLIER_RATIO * self.log_scale:
             keep = np.arange(len(latency_ms)) != worst
             self._fit(codes[keep], latency_ms[keep])
             self.dropped = worst
