@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat  # the hook Optuna's heartbeat machinery calls
+from optuna.storages.journal._file import BaseJournalFileLock  # the lock interface the file backend takes
 
 from nas.errors import UserInputError
 from nas.search.base import (Candidate, ProgressCallback, SearchProblem, SearchResult, SearchStrategy,
@@ -184,12 +185,47 @@ def _journal_storage(text: str, rest: str, heartbeat_s: int | None) -> optuna.st
     if not os.access(path if path.exists() else path.parent, os.W_OK):
         raise UserInputError(f"--storage {text!r}: {str(path)!r} is not writable; pick another path")
     try:
+        backend = JournalFileBackend(str(path), lock_obj=JournalKernelLock(str(path)))
         if heartbeat_s is None:
-            return JournalStorage(JournalFileBackend(str(path)))
-        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_s=heartbeat_s)
+            return JournalStorage(backend)
+        return HeartbeatJournalStorage(backend, heartbeat_s=heartbeat_s)
     except Exception as error:  # the journal raises its own and OS errors
         raise UserInputError(f"--storage {text!r} cannot be opened as an Optuna journal ({error}); pass "
                              f"another file name") from None
+
+
+class JournalKernelLock(BaseJournalFileLock):
+    """The journal's write lock, held with ``flock`` on ``JOURNAL.flock``.
+
+    Optuna's own journal locks are files that a worker creates and deletes;
+    a worker killed while holding one leaves it behind and every other
+    worker waits 30 s before breaking it, long enough for their running
+    trials to miss their heartbeats and be failed. The kernel releases a
+    ``flock`` the moment its holder dies. (On NFS, Linux maps it to a POSIX
+    lock.) Every process writing the journal must use this lock, which all
+    of this package's do.
+    """
+
+    def __init__(self, journal_path: str):
+        self._path = journal_path + ".flock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the lock
 
 
 class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
@@ -463,7 +499,19 @@ def run_until_finished(study: optuna.Study, objective, num_trials: int) -> None:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             continue
-        study.optimize(objective, n_trials=1)
+        try:
+            study.optimize(objective, n_trials=1)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as error:
+            if not _taken_over(error):
+                raise
+            # this worker's heartbeat came late (a stalled machine) and another took its trial over
+            print(f"nas: a trial of this worker was taken over by another ({error}); going on", file=sys.stderr)
+
+
+def _taken_over(error: Exception) -> bool:
+    """Whether ``error`` says the trial being run was finished (failed as stale) by another worker."""
+    return (isinstance(error, optuna.exceptions.UpdateFinishedTrialError)
+            or str(error).startswith("Cannot tell a"))
 
 
 class TPESearch(OptunaSearch):

@@ -142,3 +142,34 @@ def test_every_sampling_strategy_takes_the_storage_option(strategy, capsys):
     assert main(["search", "--device", "pixel2", "--latency", "14ms", "--strategy", strategy, "--evaluations", "5",
                  "--storage", "sqlite://x.db"]) == 2
     assert "three slashes" in capsys.readouterr().err
+
+
+def test_a_journal_writer_killed_holding_the_lock_does_not_block_the_others(tmp_path):
+    import multiprocessing
+    import os
+    import signal
+    import threading
+
+    from nas.search._optuna import JournalKernelLock
+
+    journal = str(tmp_path / "study.log")
+    holding = multiprocessing.get_context("fork").Event()
+
+    def hold_forever():
+        JournalKernelLock(journal).acquire()
+        holding.set()
+        time.sleep(600)
+
+    holder = multiprocessing.get_context("fork").Process(target=hold_forever)
+    holder.start()
+    assert holding.wait(30)
+    mine = JournalKernelLock(journal)
+    waiter = threading.Thread(target=mine.acquire, daemon=True)
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # held by the other process
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(10)
+    waiter.join(5)
+    assert not waiter.is_alive()  # released the moment its holder died
+    mine.release()
