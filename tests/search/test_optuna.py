@@ -173,3 +173,23 @@ def test_a_journal_writer_killed_holding_the_lock_does_not_block_the_others(tmp_
     waiter.join(5)
     assert not waiter.is_alive()  # released the moment its holder died
     mine.release()
+
+
+def test_a_worker_whose_trial_another_took_over_goes_on(tmp_path, capsys):
+    from nas.search._optuna import run_until_finished
+
+    url = f"journal:///{tmp_path / 'study.log'}"
+    study = optuna.create_study(storage=open_storage(url, heartbeat_s=60), study_name="s")
+    other_worker = open_storage(url, heartbeat_s=60)
+    taken = []
+
+    def objective(trial):
+        if not taken:  # as a worker that found this trial's heartbeat late would
+            taken.append(trial.number)
+            other_worker.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        return trial.suggest_float("x", 0, 1)
+
+    run_until_finished(study, objective, 3)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3 and states[taken[0]] == optuna.trial.TrialState.FAIL
+    assert "taken over by another" in capsys.readouterr().err
