@@ -350,6 +350,10 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
     if storage and fixed is not None:
         raise UserInputError("--storage shares an evolution between workers; with --arch there is none: leave "
                              "one of them out")
+    if storage:  # a bad URL or an unreachable server is reported before anything is measured
+        from nas.search._optuna import open_storage
+
+        open_storage(storage, heartbeat_s=None)
     # workers sharing a study share the work folder too: it is never cleared under them
     work = _WorkFolder(Path(work_dir) if work_dir else default_work_dir(device.name, budget_ms, config),
                        config.fingerprint(), resume or bool(storage))

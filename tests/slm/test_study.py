@@ -165,6 +165,8 @@ def test_study_options_that_cannot_work_exit_2(tmp_path, monkeypatch, capsys):
     assert "--study needs --storage" in capsys.readouterr().err
     assert main(base + ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--arch", "D F | A F | -"]) == 2
     assert "with --arch there is none" in capsys.readouterr().err
+    assert main(base + ["--storage", "study.db"]) == 2  # before anything is measured
+    assert "sqlite:///study.db" in capsys.readouterr().err
 
 
 def test_a_study_where_no_layout_fits_gives_up_with_a_message(tmp_path, monkeypatch):
