@@ -323,7 +323,7 @@ class InterleavedProfiler(Profiler):
         super().__init__(device)
         self.runtime = check_runtime_settings(device.settings)
         self.protocol = MeasurementProtocol.from_settings(device.settings)
-        # precision: int8 times every model as ONNX Runtime int8 (nas.quantization.timing)
+        # precision: int8 / int4 times every model quantized so (nas.quantization.timing)
         self.precision = device.settings.get("precision", "float32")
         if self.precision != "float32":
             from nas.quantization.timing import precision_setting
@@ -391,11 +391,11 @@ class InterleavedProfiler(Profiler):
         else:
             path, load = export_arch(space, arch, folder / f"{name}.onnx"), self.load
         if self.precision != "float32":
-            from nas.quantization.timing import int8_for_timing
+            from nas.quantization.timing import model_for_timing
 
             float_path = path
-            path = int8_for_timing(float_path, self.runtime, settings.get("context_length") if hasattr(
-                search_space, "latency_settings") else None)
+            path = model_for_timing(float_path, self.precision, self.runtime, settings.get("context_length") if
+                                    hasattr(search_space, "latency_settings") else None)
             float_path.unlink(missing_ok=True)
         try:
             return load(path)

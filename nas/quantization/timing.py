@@ -1,4 +1,4 @@
-"""Timing int8 models: the profiler setting ``precision: int8``.
+"""Timing quantized models: the profiler setting ``precision`` (``int8``, ``int4``).
 
 A device whose profiler settings say ``precision: int8`` (the catalog's
 ``local-cpu-int8``, or any device file) is measured on int8 models: every
@@ -17,8 +17,15 @@ whatever the values, and calibration sets only scales and zero points,
 which change the numbers computed, not the work. It says nothing of
 accuracy; ``nas quantize`` calibrates on real data and checks accuracy.
 
-Measurements under ``precision: int8`` are stored under their own settings
-key (``precision`` is part of it), never mixed with float32 ones.
+``precision: int4`` (the catalog's ``local-cpu-int4``) is 4-bit weight-only
+quantization of every MatMul with a constant weight (ONNX Runtime's
+``MatMulNBits``: symmetric blocks of 32 weights, round to nearest, int8
+compute of the activations), what pays for language models' decode steps,
+whose small matrix-vector products wait on weight memory; convolutions stay
+float32. It needs no calibration.
+
+Measurements under a precision are stored under their own settings key
+(``precision`` is part of it), never mixed with float32 ones.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ import numpy as np
 from nas.errors import UserInputError
 
 #: values of the profiler setting ``precision``
-PRECISION_SETTINGS = ("float32", "int8")
+PRECISION_SETTINGS = ("float32", "int8", "int4")
+#: weights per scale of 4-bit weight-only quantization
+INT4_BLOCK_SIZE = 32
 
 
 def precision_setting(settings: dict[str, Any]) -> str:
@@ -93,3 +102,37 @@ def int8_for_timing(onnx_path: str | os.PathLike, runtime: dict[str, Any], conte
                             nodes_to_quantize=nodes_to_quantize(model, layers, [layer.name for layer in layers]),
                             extra_options=dict(_EXTRA_OPTIONS))
     return out
+
+
+def int4_for_timing(onnx_path: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
+    """``onnx_path`` with every MatMul of a constant weight as 4-bit weight-only ``MatMulNBits``
+    (see the module docstring), at ``out_path`` (default ``NAME.int4.onnx`` beside it); a model
+    without such a MatMul is a :class:`UserInputError`."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from nas.quantization.onnx_quant import _quiet
+
+    source = Path(onnx_path)
+    out = Path(out_path) if out_path is not None else source.with_suffix(".int4.onnx")
+    with _quiet():
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=4, block_size=INT4_BLOCK_SIZE,
+                                         is_symmetric=True, accuracy_level=4)
+        quantizer.process()
+    if not any(node.op_type == "MatMulNBits" for node in quantizer.model.model.graph.node):
+        raise UserInputError(f"{str(source)!r} has no MatMul with a constant weight: 4-bit weight-only "
+                             f"quantization (precision int4) would change nothing; use precision int8 for "
+                             f"convolutional networks")
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    return out
+
+
+def model_for_timing(onnx_path: str | os.PathLike, precision: str, runtime: dict[str, Any],
+                     context_length: int | None = None) -> Path:
+    """The model a device of profiler setting ``precision`` times in place of ``onnx_path``
+    (float32: ``onnx_path`` itself)."""
+    if precision == "int8":
+        return int8_for_timing(onnx_path, runtime, context_length)
+    if precision == "int4":
+        return int4_for_timing(onnx_path)
+    return Path(onnx_path)
