@@ -62,17 +62,20 @@ class DeviceScore:
     within_10: float
     coverage_90: float | None
     adapt_s: float
+    #: median of upper / lower bound of the 90 % interval (1.2: the interval spans 20 %)
+    interval_ratio_90: float | None = None
 
 
 def score(device: str, measured_ms: np.ndarray, predicted_ms: np.ndarray, low_ms=None, high_ms=None,
           adapt_s: float = 0.0) -> DeviceScore:
     relative = np.abs(predicted_ms - measured_ms) / measured_ms
-    coverage = None
+    coverage = ratio = None
     if low_ms is not None and np.any(high_ms > low_ms):
         coverage = float(np.mean((measured_ms >= low_ms) & (measured_ms <= high_ms)) * 100)
+        ratio = float(np.median(high_ms / np.maximum(low_ms, 1e-12)))
     return DeviceScore(device, float(spearmanr(predicted_ms, measured_ms)[0]),
                        float(kendalltau(predicted_ms, measured_ms)[0]), float(relative.mean() * 100),
-                       float(np.mean(relative <= 0.1) * 100), coverage, adapt_s)
+                       float(np.mean(relative <= 0.1) * 100), coverage, adapt_s, ratio)
 
 
 def evaluate(make_predictor: Callable[[], object], space: str, devices: Sequence[str] | None = None,
