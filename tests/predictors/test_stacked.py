@@ -171,3 +171,21 @@ def test_adapted_predictor_with_power_laws_round_trips_through_its_state(tmp_pat
     codes = table_codes(space)[:200]
     assert np.allclose(restored.predict_codes(codes), predictor.predict_codes(codes))
     assert restored.interval_halfwidth(0.9) == pytest.approx(predictor.interval_halfwidth(0.9))
+
+
+def test_devices_unlike_every_table_for_choosing_the_temperature():
+    from nas.predictors.stacked import unlike_devices
+
+    space = "fbnet"
+    codes = table_codes(space)
+    reference = np.array(benchmarks.help_protocol(space).reference_indices)
+    predictor = predictors.load_default_predictor(space)
+    column = benchmarks.latency_table(space).column("pixel3")
+    devices = unlike_devices(space, codes, reference, predictor, [(predictor, column)], np.random.default_rng(0))
+    for _, latency, measured in devices:
+        assert latency.shape == (len(codes),) and np.all(latency > 0) and np.all(np.isfinite(latency))
+    synthetic = [(latency, measured) for _, latency, measured in devices[:-1]]
+    assert all(np.array_equal(latency[reference], measured) for latency, measured in synthetic)
+    _, latency, measured = devices[-1]  # the recorded device, two of its references disturbed
+    assert np.array_equal(latency, column)
+    assert np.sum(~np.isclose(measured, column[reference])) == 2 and np.all(measured >= column[reference])
