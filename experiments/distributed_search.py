@@ -1,5 +1,6 @@
 """Does one search study shared by several worker processes on PostgreSQL
-finish with nothing lost or run twice, even when a worker is killed?
+(or on a journal file) finish with nothing lost or run twice, even when a
+worker is killed?
 
 For each of 1, 2 and 4 worker processes, one Optuna study of aging evolution
 (``nas search --strategy evolution --storage postgresql+psycopg://...``, here
@@ -18,10 +19,14 @@ without running); architectures drawn twice (not an error, the cost
 of sharing); the best predicted-safe accuracy against a single unkilled
 worker with the same total budget; and wall time.
 
+With ``--storage-kind journal`` the study is Optuna's journal file in a
+temporary folder instead, its heartbeat the package's own.
+
 Prints a markdown table and writes it to
-``experiments/results/distributed_search.md``.
+``experiments/results/distributed_search.md`` (``distributed_search_journal.md``).
 
     .venv/bin/python experiments/distributed_search.py [--trials 120] [--seeds 0 1 2] [--trial-s 0.1]
+        [--storage-kind postgresql|journal]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_file import machine_line, write_keeping_reading  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distributed_search.md"
+JOURNAL_RESULTS = Path(__file__).resolve().parent / "results" / "distributed_search_journal.md"
 
 #: one worker process: the problem ``nas search`` builds for pixel2, and the evolution strategy on a shared study
 WORKER = """
@@ -137,16 +144,20 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=120, help="trials in each study (the total budget)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trial-s", type=float, default=0.1, help="seconds each trial is made to cost")
+    parser.add_argument("--storage-kind", choices=("postgresql", "journal"), default="postgresql",
+                        help="where the study lives: a throwaway PostgreSQL server, or a journal file")
     options = parser.parse_args()
-    if server_binaries() is None:
+    journal = options.storage_kind == "journal"
+    if not journal and server_binaries() is None:
         print(f"distributed_search: no PostgreSQL server: {INSTALL_HINT}", file=sys.stderr)
         return 2
     configurations = [(1, False), (1, True), (2, True), (4, True)]
     rows, results = [], []
-    with TemporaryPostgres(max_connections=300) as server:
+    with (tempfile.TemporaryDirectory() if journal else TemporaryPostgres(max_connections=300)) as server:
         for seed in options.seeds:
             for workers, kill in configurations:
-                storage = server.create_database(f"study_{seed}_{workers}_{int(kill)}")
+                name = f"study_{seed}_{workers}_{int(kill)}"
+                storage = f"journal:///{server}/{name}.log" if journal else server.create_database(name)
                 result = dict(run(storage, "distributed", workers, options.trials, seed, options.trial_s, kill),
                               seed=seed)
                 results.append(result)
@@ -165,7 +176,7 @@ def main() -> int:
                        f"{statistics.mean(r['best'] for r in mine):.2f} | {statistics.mean(gap):+.2f} | "
                        f"{statistics.median(r['wall_s'] for r in mine):.1f} |")
     text = "\n".join([
-        "# Distributed search: one study, several workers, PostgreSQL",
+        f"# Distributed search: one study, several workers, {'a journal file' if journal else 'PostgreSQL'}",
         "",
         f"{machine_line()}.",
         f"Aging evolution on nb201 / pixel2 / 14 ms / CIFAR-100, {options.trials} trials per study, each made to "
@@ -187,11 +198,12 @@ def main() -> int:
         *summary,
         "",
         f"Reproduce: `.venv/bin/python experiments/distributed_search.py --trials {options.trials} --seeds "
-        f"{' '.join(map(str, options.seeds))} --trial-s {options.trial_s:g}`",
+        f"{' '.join(map(str, options.seeds))} --trial-s {options.trial_s:g}"
+        f"{' --storage-kind journal' if journal else ''}`",
         "",
     ])
     print(text)
-    write_keeping_reading(RESULTS, text)
+    write_keeping_reading(JOURNAL_RESULTS if journal else RESULTS, text)
     return 0
 
 
