@@ -63,6 +63,8 @@ ONE_HOT_RIDGE = (1.0, 10.0)
 SCALE_FLOOR = 0.005
 #: random 10-sample sets per calibration device, beside its reference architectures
 CALIBRATION_DRAWS = 4
+#: draws of disturbed reference measurements per recorded device among the devices unlike every table
+DISTURBED_DRAWS = 4
 #: models whose mixture weight is below this share of the largest are dropped after adapting
 MIN_WEIGHT = 1e-3
 #: a model predicts alone when its held-out error is below this share of the mixture's (on the
@@ -414,8 +416,11 @@ class StackedPredictor(LatencyPredictor):
         rng = np.random.default_rng(seed)
         groups = {"recorded": [(predictor, table.column(device), table.column(device)[reference])
                                for device, predictor in tasks],
+                  # fixed, not drawn with ``seed``: the temperature is the method's, the seed only
+                  # draws the interval's calibration sample
                   "unlike": unlike_devices(space, codes, reference, full,
-                                           [(predictor, table.column(device)) for device, predictor in tasks[:4]], rng)}
+                                           [(predictor, table.column(device)) for device, predictor in tasks[:4]],
+                                           np.random.default_rng(0))}
         best = None
         for temperature in temperatures:
             means = {}
@@ -459,7 +464,8 @@ def unlike_devices(space: str, codes: np.ndarray, reference: np.ndarray, predict
     - devices whose latency is a power of FLOPs (0.6 and 1.6), 5 % noise;
     - ``recorded`` devices (predictor without the device, column) whose
       reference measurements include two disturbed ones (x2 to x4, as a
-      measurement taken under load), scored against the undisturbed column.
+      measurement taken under load), scored against the undisturbed column;
+      ``DISTURBED_DRAWS`` draws of which two, so no one draw decides.
     """
     priors = structural_priors(space, codes)
     flops, _ = flops_and_params(space, codes)
@@ -474,10 +480,11 @@ def unlike_devices(space: str, codes: np.ndarray, reference: np.ndarray, predict
         out.append((flops + 1e-3) ** exponent * np.exp(rng.normal(0, 0.05, len(flops))))
     devices = [(predictor, latency, latency[reference]) for latency in out]
     for other, latency in recorded:
-        measured = latency[reference].copy()
-        disturbed = rng.choice(len(reference), 2, replace=False)
-        measured[disturbed] *= rng.uniform(2.0, 4.0, 2)
-        devices.append((other, latency, measured))
+        for _ in range(DISTURBED_DRAWS):
+            measured = latency[reference].copy()
+            disturbed = rng.choice(len(reference), 2, replace=False)
+            measured[disturbed] *= rng.uniform(2.0, 4.0, 2)
+            devices.append((other, latency, measured))
     return devices
 
 

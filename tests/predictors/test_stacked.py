@@ -174,7 +174,7 @@ def test_adapted_predictor_with_power_laws_round_trips_through_its_state(tmp_pat
 
 
 def test_devices_unlike_every_table_for_choosing_the_temperature():
-    from nas.predictors.stacked import unlike_devices
+    from nas.predictors.stacked import DISTURBED_DRAWS, unlike_devices
 
     space = "fbnet"
     codes = table_codes(space)
@@ -184,8 +184,8 @@ def test_devices_unlike_every_table_for_choosing_the_temperature():
     devices = unlike_devices(space, codes, reference, predictor, [(predictor, column)], np.random.default_rng(0))
     for _, latency, measured in devices:
         assert latency.shape == (len(codes),) and np.all(latency > 0) and np.all(np.isfinite(latency))
-    synthetic = [(latency, measured) for _, latency, measured in devices[:-1]]
+    synthetic = [(latency, measured) for _, latency, measured in devices[:-DISTURBED_DRAWS]]
     assert all(np.array_equal(latency[reference], measured) for latency, measured in synthetic)
-    _, latency, measured = devices[-1]  # the recorded device, two of its references disturbed
+    _, latency, measured = devices[-1]  # the recorded device, two of its references disturbed (last draw)
     assert np.array_equal(latency, column)
     assert np.sum(~np.isclose(measured, column[reference])) == 2 and np.all(measured >= column[reference])
