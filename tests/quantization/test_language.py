@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nas.cli import main
+from nas.errors import UserInputError
+from nas.quantization import language
+from nas.quantization.language import BitsTolerance, int4_error, quantize_language_model
+
+ARCH = "A F | M2 F | - @64"
+
+
+@pytest.fixture(scope="module")
+def slm_folder(tmp_path_factory):
+    """What 'nas search --space slm --out' writes, for a tiny (untrained) model."""
+    from nas.search_space import get_space
+    from nas.search_space.slm.graphs import export_decode
+
+    torch.manual_seed(0)
+    space = get_space("slm")
+    folder = tmp_path_factory.mktemp("slm")
+    export_decode(space.build(space.from_string(ARCH)).eval(), folder / "decode.onnx")
+    (folder / "result.json").write_text(json.dumps({"arch": ARCH, "context": 64}))
+    return folder
+
+
+def test_bits_per_byte_tolerances():
+    assert BitsTolerance.parse("0.05bpb").ceiling(2.0) == pytest.approx(2.05)
+    assert BitsTolerance.parse("2%").ceiling(2.0) == pytest.approx(2.04)
+    for text, message in (("-0.1bpb", "negative"), ("lots", "not understood")):
+        with pytest.raises(UserInputError, match=message):
+            BitsTolerance.parse(text)
+
+
+def test_the_4_bit_error_of_a_weight():
+    rng = np.random.default_rng(0)
+    assert int4_error(np.zeros((64, 8))) == 0
+    assert 0 < int4_error(rng.standard_normal((64, 8))) < 0.05
+
+
+def test_a_language_model_is_quantized_inside_the_tolerance(slm_folder, tmp_path):
+    report = quantize_language_model(slm_folder, tolerance="0.05bpb", force=True, out=tmp_path)
+    assert (tmp_path / "decode_int4.onnx").is_file() and (tmp_path / "quantization.json").is_file()
+    assert report["accuracy_evaluations"] <= report["max_evaluations"]
+    assert report["validation_bpb"]["chosen"] <= report["validation_bpb"]["ceiling"] + 1e-9
+    assert set(report["int4_layers"]) <= set(report["order"]) and report["decode_ms"]["chosen"] > 0
+    quantized = sum(n.op_type == "MatMulNBits" for n in __import__("onnx").load(str(tmp_path / "decode_int4.onnx")).graph.node)
+    assert quantized == len(report["int4_layers"])
+
+
+def test_int4_that_does_not_run_faster_is_refused_unless_forced(slm_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(language, "time_decode_steps",
+                        lambda paths, context, device: {name: 2.0 if name != "float32" else 1.0 for name in paths})
+    with pytest.raises(UserInputError, match="does not run faster.*--force"):
+        quantize_language_model(slm_folder, tolerance="0.05bpb", out=tmp_path)
+    assert quantize_language_model(slm_folder, tolerance="0.05bpb", out=tmp_path, force=True)["forced"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--precision", "int8"], "weight-only MatMul"),
+    (["--data", "digits"], "leave --data out"),
+    (["--tolerance", "lots"], "not understood"),
+])
+def test_nas_quantize_on_a_language_model_refuses_bad_input(slm_folder, capsys, extra, message):
+    assert main(["quantize", "--model", str(slm_folder), *extra]) == 2
+    assert message in capsys.readouterr().err
