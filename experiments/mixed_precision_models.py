@@ -136,6 +136,48 @@ def train(name: str, data, epochs: int, seed: int = 0, batch_size: int = 128, lr
     return model.eval(), record
 
 
+def train_language_model(arch: str, steps: int, device: str = "cpu", batch_size: int = 64, context: int = 256,
+                         lr: float = 2e-3, seed: int = 0, max_s: float = 240.0) -> tuple[nn.Module, dict]:
+    """Train the ``slm`` architecture ``arch`` on the corpus's train split for ``steps`` AdamW steps
+    (cosine schedule, stopping early after ``max_s`` seconds) on torch ``device``; returns it (on the
+    CPU) and a record with its validation and test bits per byte."""
+    from nas.search_space import get_space
+    from nas.slm.corpus import load_corpus
+    from nas.slm.training import bits_per_byte, cosine_schedule, next_byte_loss, random_windows
+
+    torch.manual_seed(seed)
+    space = get_space("slm")
+    model = space.build(space.from_string(arch)).to(device)
+    corpus = load_corpus()
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    plan = {"steps": steps}  # shortened after 10 steps to what fits in max_s, so the schedule still ends
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_schedule(s, plan["steps"], 0.05, 0.1))
+    start, done = time.time(), 0
+    for step in range(steps):
+        if step == 10:
+            plan["steps"] = min(steps, int(max_s / ((time.time() - start) / 10)))
+        if step >= plan["steps"]:
+            break
+        window = random_windows(corpus.train, batch_size, context + 1, rng).to(device)
+        loss = next_byte_loss(model, window)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        done = step + 1
+        if step % 100 == 0:
+            print(f"slm step {step}/{steps} bits/byte {float(loss.detach()) / math.log(2):.3f} "
+                  f"({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
+    model = model.cpu().eval()
+    record = {"model": "slm", "arch": arch, "steps": done, "tokens": done * batch_size * context, "lr": lr,
+              "validation_bpb": bits_per_byte(model, corpus.validation, context=context),
+              "test_bpb": bits_per_byte(model, corpus.test, context=context),
+              "wall_s": round(time.time() - start, 1), "device": str(device)}
+    return model, record
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split, batch_size: int = 500) -> float:
     model.eval()
@@ -148,17 +190,37 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="folder for the trained models (NAME.onnx, NAME.json)")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: the Debian package's)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-images", type=int, default=15000, help="training images used (of 55,000)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default=None,
                         help="torch device to train on (e.g. cuda): writes weights only, export on the CPU machine")
+    parser.add_argument("--slm", metavar="ARCH", help="also train this slm architecture (folder slm/: decode.onnx)")
+    parser.add_argument("--slm-steps", type=int, default=1500, help="AdamW steps of the slm model")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = load_quantization_data("fashion-mnist", args.data_dir)
+    if args.slm:
+        from nas.search_space import get_space
+        from nas.search_space.slm.graphs import export_decode
+
+        folder = work / "slm"
+        folder.mkdir(exist_ok=True)
+        if (folder / "slm.json").is_file():
+            space = get_space("slm")
+            model = space.build(space.from_string(json.loads((folder / "slm.json").read_text())["arch"]))
+            model.load_state_dict(torch.load(folder / "slm.pt", map_location="cpu"))
+        else:
+            model, record = train_language_model(args.slm, args.slm_steps, device=args.device or "cpu")
+            torch.save(model.state_dict(), folder / "slm.pt")
+            (folder / "slm.json").write_text(json.dumps(record, indent=2) + "\n")
+            print(json.dumps(record), flush=True)
+        if args.device is None and not (folder / "decode.onnx").is_file():
+            export_decode(model.eval(), folder / "decode.onnx")
+            (folder / "result.json").write_text(json.dumps({"context": 512, "arch": args.slm}) + "\n")
+    data = load_quantization_data("fashion-mnist", args.data_dir) if args.models else None
     for name in args.models:
         if (work / f"{name}.json").is_file():
             print(f"{name}: already trained in {work}", file=sys.stderr)
