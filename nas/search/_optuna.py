@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import os
+import random
 import re
 import socket
 import sqlite3
@@ -55,6 +56,8 @@ HEARTBEAT_S = 10
 JOURNAL_HEARTBEAT_ATTR = "nas:heartbeat"
 #: a killed worker's trial is retried at most this many times
 MAX_RETRIES = 3
+#: tries at opening a database storage (workers started together race to create a new one's tables)
+_OPEN_ATTEMPTS = 3
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _FINISHED = optuna.trial.TrialState.COMPLETE
 _PENDING = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -87,19 +90,32 @@ def open_storage(url: str, *, heartbeat_s: int | None = HEARTBEAT_S) -> optuna.s
         _check_postgresql_url(text)
     else:
         raise UserInputError(f"--storage {text!r}: unknown kind {scheme!r}. Allowed: {STORAGE_FORMS}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            heartbeat = {} if heartbeat_s is None else dict(
-                heartbeat_interval=int(heartbeat_s), grace_period=3 * int(heartbeat_s),
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRIES))
-            return optuna.storages.RDBStorage(text, engine_kwargs=engine_kwargs, **heartbeat)
-    except ImportError as error:
-        raise UserInputError(f"--storage {text!r} needs a database driver that is not installed ({error}); "
-                             f"pip install 'psycopg[binary]'") from None
-    except Exception as error:  # SQLAlchemy's and the drivers' errors have no common base worth naming
-        raise UserInputError(_unreachable_message(text, scheme, error)) from None
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                heartbeat = {} if heartbeat_s is None else dict(
+                    heartbeat_interval=int(heartbeat_s), grace_period=3 * int(heartbeat_s),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRIES))
+                return optuna.storages.RDBStorage(text, engine_kwargs=engine_kwargs, **heartbeat)
+        except ImportError as error:
+            raise UserInputError(f"--storage {text!r} needs a database driver that is not installed ({error}); "
+                                 f"pip install 'psycopg[binary]'") from None
+        except Exception as error:  # SQLAlchemy's and the drivers' errors have no common base worth naming
+            # Workers started together on a new database race to create its tables; the losers find them
+            # made on a second look.
+            if attempt + 1 == _OPEN_ATTEMPTS or not _creation_race(error):
+                raise UserInputError(_unreachable_message(text, scheme, error)) from None
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def _creation_race(error: Exception) -> bool:
+    """Whether ``error`` is another process creating the same study tables at the same moment."""
+    message = str(error).lower()
+    return any(sign in message for sign in ("unique constraint", "duplicate key", "already exists",
+                                            "database is locked"))
 
 
 def _check_sqlite_url(text: str) -> None:

@@ -193,3 +193,25 @@ def test_a_worker_whose_trial_another_took_over_goes_on(tmp_path, capsys):
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 3 and states[taken[0]] == optuna.trial.TrialState.FAIL
     assert "taken over by another" in capsys.readouterr().err
+
+
+def test_workers_opening_a_new_database_together_all_get_it(tmp_path):
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    errors = []
+    start = threading.Barrier(4)
+
+    def open_it():
+        start.wait()
+        try:
+            open_storage(url, heartbeat_s=None)
+        except Exception as error:  # noqa: BLE001 - the test reports any
+            errors.append(error)
+
+    workers = [threading.Thread(target=open_it) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert not errors
