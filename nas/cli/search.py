@@ -76,10 +76,11 @@ def register(subparsers) -> None:
     parser.add_argument("--quantize", action="store_true",
                         help="then quantize the trained network the search returns to mixed int8/float32 inside "
                              "--tolerance and time both on the device ('nas quantize --help'); needs --out and a "
-                             "strategy that trains the network (proxyless)")
+                             "strategy that trains the network (proxyless, or the slm search)")
     parser.add_argument("--tolerance", default="1%",
                         help="accuracy --quantize may lose: '1%%' or '0.5pt' (points), or '99.9%%' (share of the "
-                             "float accuracy to keep); default 1%%")
+                             "float accuracy to keep); for --space slm bits per byte that may be added ('0.05bpb') "
+                             "or a relative increase ('1%%'); default 1%%")
     parser.set_defaults(handler=_search, strategy_dests=_strategy_option_groups(parser),
                         strategy_actions=list(parser._actions))
     from nas.slm import cli as slm_cli
@@ -127,7 +128,8 @@ def _search(args) -> int:
     if args.quantize:
         _check_quantize(args)
     if args.space == "slm":  # trains every candidate: its own pipeline
-        return slm_cli.search_command(args)
+        code = slm_cli.search_command(args)
+        return _quantize_language_model(args) if args.quantize and code == 0 else code
     slm_cli.refuse_elsewhere(args)
     options = _strategy_options(args)
     if args.out:
@@ -170,9 +172,13 @@ def _check_quantize(args) -> None:
     from nas.quantization.loop import check_search_quantizable
     from nas.search import default_strategy, strategy_class
 
-    if args.space == "slm":
-        raise UserInputError("--quantize quantizes image classifiers; the slm space's language models are not "
-                             "quantized by the search")
+    if args.space == "slm":  # its decode graph, in 4-bit weight-only MatMul inside a bits-per-byte tolerance
+        from nas.quantization.language import BitsTolerance
+
+        if args.out is None:
+            raise UserInputError("--quantize writes the quantized decode graph beside the search's: add --out DIR")
+        BitsTolerance.parse(args.tolerance)
+        return
     name = args.strategy or default_strategy(args.space)
     check_search_quantizable(name, strategy_class(name).needs_data, args.out, args.tolerance,
                              getattr(args, "data", None))
@@ -186,6 +192,15 @@ def _quantize(args) -> int:
     if not args.json:
         print(result.summary())
         print(f"wrote {result.quantized_path}; result.json records float32 and quantized accuracy and latency")
+    return 0
+
+
+def _quantize_language_model(args) -> int:
+    from nas.quantization.language import quantize_language_model, summary
+
+    report = quantize_language_model(args.out, device=args.device, tolerance=args.tolerance, progress=True)
+    if not args.json:
+        print(summary(report))
     return 0
 
 

@@ -245,6 +245,15 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
         "wall_s": round(time.time() - started, 2),
     }
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    if record and out_dir.resolve() == folder.resolve():  # the search's record gains both models, side by side
+        record["quantization"] = {
+            "quantized_model": QUANTIZED_FILE, "report": REPORT_FILE, "tolerance": spec.text,
+            "precision": report["precision"], "int4_layers": len(outcome.int8_layers), "quantizable_layers": len(order),
+            "float32": {"validation_bpb": baseline, "test_bpb": test["float32"], "decode_ms": latency["float32"]},
+            "quantized": {"validation_bpb": -outcome.accuracy, "test_bpb": test["chosen"],
+                          "decode_ms": latency["chosen"]},
+            "latency_device": device}
+        (folder / "result.json").write_text(json.dumps(record, indent=2) + "\n")
     return report
 
 

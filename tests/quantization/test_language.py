@@ -50,6 +50,14 @@ def test_a_language_model_is_quantized_inside_the_tolerance(slm_folder, tmp_path
     assert quantized == len(report["int4_layers"])
 
 
+def test_the_search_folder_records_float_and_quantized_bits_per_byte_and_latency(slm_folder):
+    quantize_language_model(slm_folder, tolerance="2%", force=True)
+    block = json.loads((slm_folder / "result.json").read_text())["quantization"]
+    assert block["quantized"]["validation_bpb"] <= block["float32"]["validation_bpb"] * 1.02 + 1e-9
+    assert block["float32"]["decode_ms"] > 0 and block["quantized"]["decode_ms"] > 0
+    assert (slm_folder / block["quantized_model"]).is_file()
+
+
 def test_int4_that_does_not_run_faster_is_refused_unless_forced(slm_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(language, "time_decode_steps",
                         lambda paths, context, device: {name: 2.0 if name != "float32" else 1.0 for name in paths})
@@ -66,3 +74,10 @@ def test_int4_that_does_not_run_faster_is_refused_unless_forced(slm_folder, tmp_
 def test_nas_quantize_on_a_language_model_refuses_bad_input(slm_folder, capsys, extra, message):
     assert main(["quantize", "--model", str(slm_folder), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_nas_search_quantize_on_slm_needs_out_and_a_bits_tolerance(tmp_path, capsys):
+    base = ["search", "--space", "slm", "--device", "local-cpu", "--latency", "2ms", "--quantize"]
+    assert main(base) == 2 and "add --out" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "o"), "--tolerance", "0.5pt"]) == 2
+    assert "not understood" in capsys.readouterr().err
