@@ -97,14 +97,15 @@ def parameters(space_name: str, arch: str | None) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
-def fbnet_searches(budget: str, verify: int, store: Path) -> list[dict]:
+def fbnet_searches(budget: str, verify: int, store: Path, evaluations: int) -> list[dict]:
     from nas.search import search_under_budget
 
     rows = []
     for device in DEVICES["fbnet"]:
         log(f"fbnet search on {device} under {budget}")
         started = time.time()
-        outcome = search_under_budget("fbnet", device, budget, store=str(store), verify_max=verify, progress=True)
+        outcome = search_under_budget("fbnet", device, budget, store=str(store), verify_max=verify, progress=True,
+                                      strategy_options={"num_evaluations": evaluations})
         rows.append({"device": device, "status": outcome.status, "arch": outcome.arch, "accuracy": outcome.accuracy,
                      "predicted_ms": outcome.predicted_latency_ms, "measured_ms": outcome.measured_latency_ms,
                      "parameters": parameters("fbnet", outcome.arch), "wall_s": time.time() - started})
@@ -178,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--archs", type=int, default=5, help="reference architectures per space timed both ways")
     parser.add_argument("--budget", default="5ms", help="fbnet search budget")
     parser.add_argument("--verify", type=int, default=5, help="verification measurements per search")
+    parser.add_argument("--evaluations", type=int, default=60,
+                        help="architectures each fbnet search scores (each a supernet run on this shared machine)")
     parser.add_argument("--no-search", action="store_true", help="only the per-architecture table")
     parser.add_argument("--slm-search", metavar="BUDGET", help="also search slm under this budget on both devices")
     parser.add_argument("--record", default="/tmp/mixed_precision_device.json",
@@ -196,7 +199,7 @@ def main(argv=None) -> int:
                 record_path.write_text(json.dumps(record, indent=1))
         store = Path(folder) / "measurements.db"
         if not args.no_search and "fbnet_search" not in record:
-            record["fbnet_search"], record["budget"] = fbnet_searches(args.budget, args.verify, store), args.budget
+            record["fbnet_search"], record["budget"] = fbnet_searches(args.budget, args.verify, store, args.evaluations), args.budget
             record_path.write_text(json.dumps(record, indent=1))
         if args.slm_search and "slm_search" not in record:
             record["slm_search"], record["slm_budget"] = slm_searches(args.slm_search, store), args.slm_search
