@@ -220,8 +220,13 @@ class StackedPredictor(LatencyPredictor):
     # --- features -------------------------------------------------------------------
     def _priors(self, codes: np.ndarray) -> np.ndarray:
         """``[n, k]`` structural priors other than FLOPs (which has its own column)."""
+        cached = getattr(self, "_priors_of", None)
+        if cached is not None and cached[0] is codes:  # linear and power-law members read the same codes
+            return cached[1]
         priors = structural_priors(self.space, codes)
-        return np.stack([v for name, v in priors.items() if name != "flops"], axis=1)
+        values = np.stack([v for name, v in priors.items() if name != "flops"], axis=1)
+        self._priors_of = (codes, values)
+        return values
 
     def design(self, codes: np.ndarray) -> np.ndarray:
         """``[n, features]``: source latencies, standardised cost features, MFLOPs, 1, one-hot
@@ -306,9 +311,24 @@ class StackedPredictor(LatencyPredictor):
         if linear:
             log_predicted += np.log(np.maximum(self._candidates(codes), self._floor_ms)) @ self.mixture[:linear]
         if self.power is not None and self.power.shape[1]:
-            log_power = self.power[0] + self.power[1] * self.log_positive(codes)[:, self.power_features]
+            log_power = self.power[0] + self.power[1] * self._log_positive_columns(codes, self.power_features)
             log_predicted += log_power @ self.mixture[linear:]
+        self._priors_of = None  # the codes are the caller's; keep no reference to them
         return np.exp(log_predicted)
+
+    def _log_positive_columns(self, codes: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``log_positive(codes)[:, columns]``, computing only the feature blocks those columns read."""
+        sources = len(self.source.devices)
+        out = np.empty((len(codes), len(columns)))
+        if np.any(columns < sources):
+            picked = columns < sources
+            out[:, picked] = np.log(np.maximum(self.source(codes)[:, columns[picked]], 1e-6))
+        if np.any(columns == sources):
+            out[:, columns == sources] = np.log(np.maximum(flops_and_params(self.space, codes)[0] / 1e6, 1e-6))[:, None]
+        if np.any(columns > sources):
+            picked = columns > sources
+            out[:, picked] = np.log(np.maximum(self._priors(codes)[:, columns[picked] - sources - 1], 0.0) + 1.0)
+        return out
 
     def _candidates(self, codes: np.ndarray) -> np.ndarray:
         """``design(codes) @ coefficients``, block by block, skipping feature blocks no kept model reads."""
