@@ -75,6 +75,8 @@ ALONE_RATIO = 0.5
 ROBUST_QUANTILE = 0.9
 #: a sample missed by this many times the device's error scale is refitted without (see ``adapt_codes``)
 OUTLIER_RATIO = 3.0
+#: a disturbed sample is dropped only among at most this many (see ``adapt_codes``)
+MAX_DROP_SAMPLES = 10
 
 
 def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int,
@@ -263,14 +265,16 @@ class StackedPredictor(LatencyPredictor):
         ``OUTLIER_RATIO`` times the device's error scale is a disturbed
         measurement (taken under load): the models are fitted again without
         it (``self.dropped``: its index, else None). Every model is fitted in
-        part on each sample, so a robust score alone cannot undo it; beyond
-        ``MAX_LEAVE_ONE_OUT`` samples one weighs little and none is dropped."""
+        part on each sample, so a robust score alone cannot undo it. Only
+        among at most ``MAX_DROP_SAMPLES`` (the reference measurements):
+        a measurement the search adds to verify a candidate must move the fit
+        however far off it is, and among many samples one weighs little."""
         latency_ms = np.asarray(latency_ms, dtype=np.float64)
         self._fit(codes, latency_ms)
         self.dropped = None
         residuals = np.abs(self.held_out_log_residuals)
         worst = int(np.argmax(residuals))
-        if MIN_MEASUREMENTS + 4 < len(latency_ms) <= MAX_LEAVE_ONE_OUT and residuals[worst] > OUTLIER_RATIO * self.log_scale:
+        if MIN_MEASUREMENTS + 4 < len(latency_ms) <= MAX_DROP_SAMPLES and residuals[worst] > OUTLIER_RATIO * self.log_scale:
             keep = np.arange(len(latency_ms)) != worst
             self._fit(codes[keep], latency_ms[keep])
             self.dropped = worst

@@ -189,3 +189,16 @@ def test_devices_unlike_every_table_for_choosing_the_temperature():
     _, latency, measured = devices[-1]  # the recorded device, two of its references disturbed (last draw)
     assert np.array_equal(latency, column)
     assert np.sum(~np.isclose(measured, column[reference])) == 2 and np.all(measured >= column[reference])
+
+
+def test_a_measurement_added_beyond_the_references_is_never_dropped():
+    # the search verifies a candidate and adds its measurement: however far off, it must move the fit
+    space, device = "nb201", "titanx_32"
+    truth = benchmarks.latency_table(space).column(device)
+    rows = measurement_rows(space)
+    strings = benchmarks.arch_strings(space)
+    extra = int(np.setdiff1d(np.arange(len(truth)), rows)[0])
+    measurements = {strings[r]: float(truth[r]) for r in rows}
+    measurements[strings[extra]] = 3.0 * float(truth[extra])
+    predictor = predictors.load_default_predictor(space).adapt(measurements)
+    assert predictor.dropped is None
