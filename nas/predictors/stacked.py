@@ -1,7 +1,8 @@
-"""The default predictor: a stack of small linear latency models, weighted by
+"""The default predictor: a stack of small latency models, weighted by
 how well each predicts the device's own measurements left out.
 
-Each candidate is linear in milliseconds over one feature family:
+Each candidate is linear in milliseconds over one feature family, or a
+power law of one feature:
 
 - transfer: the latencies the meta-train devices record for the architecture
   (all of them by non-negative least squares, each alone, each pair);
@@ -20,11 +21,14 @@ Each candidate is linear in milliseconds over one feature family:
 
 Adapting fits every candidate on the measurements, scores it by leave-one-out
 error in log space, and mixes the candidates' log predictions with softmin
-weights of that error (the temperature is meta-learned on held-out devices);
-a model whose held-out error is far below the mixture's predicts alone. The
-error is robust: the ``ROBUST_QUANTILE`` quantile of the squared held-out
-errors, so one disturbed sample among ten (a measurement taken under load)
-does not decide which model explains the device.
+weights of that error (the temperature is meta-learned on held-out recorded
+devices and on devices unlike every table, :func:`unlike_devices`); a model
+whose held-out error is far below the mixture's predicts alone. The error is
+robust: the ``ROBUST_QUANTILE`` quantile of the squared held-out errors, so
+one disturbed sample among ten (a measurement taken under load) does not
+decide which model explains the device; a reference sample the mixture
+misses by ``OUTLIER_RATIO`` times the device's error scale is left out of
+the fit.
 Devices unlike every training table fall back on the cost and structural
 models, so the predictor does not fall apart there. The interval is split-conformal:
 log residuals normalised by the device's held-out error (:func:`held_out_scale`),
