@@ -92,3 +92,19 @@ def test_hutchinson_traces_match_the_exact_hessian_trace_of_a_tiny_layer(quantiz
                 for i in range(weight.numel()))
     estimate, probes = hutchinson_traces(problem, second_order, max_probes=400, tolerance=0.02)
     assert estimate[0] == pytest.approx(exact, rel=0.15) and 8 <= probes <= 400
+
+
+def test_an_image_folder_is_read_as_the_search_reads_it(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / label / f"{i}.png")
+    data = load_quantization_data("imagefolder", tmp_path, input_shape=(3, 8, 8), calibration_size=4)
+    assert data.num_classes == 2 and len(data.calibration) == 4
+    assert len(data.calibration) + len(data.validation) + len(data.test) <= 20
+    assert data.test.images.shape[1:] == (3, 8, 8) and set(data.test.labels.tolist()) <= {0, 1}
+    with pytest.raises(UserInputError, match="square RGB"):
+        load_quantization_data("imagefolder", tmp_path, input_shape=(1, 8, 8))
