@@ -115,9 +115,11 @@ def build_int4(decode_path: str | os.PathLike, layers: list[str], out_path: str 
     if not layers:
         onnx.save(model, str(out_path))
         return out_path
+    # ONNX Runtime's nodes_to_include adds to the MatMul op type rather than restricting it: exclude the rest
+    others = [name for name in matmul_weights(model) if name not in set(layers)]
     with _quiet():
         quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True,
-                                         accuracy_level=4, nodes_to_include=list(layers))
+                                         accuracy_level=4, nodes_to_exclude=others)
         quantizer.process()
     quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
     return out_path

@@ -34,6 +34,17 @@ def test_bits_per_byte_tolerances():
             BitsTolerance.parse(text)
 
 
+def test_exactly_the_chosen_layers_become_4_bit(slm_folder, tmp_path):
+    import onnx
+
+    from nas.quantization.language import build_int4, matmul_weights
+
+    names = list(matmul_weights(onnx.load(str(slm_folder / "decode.onnx"))))
+    path = build_int4(slm_folder / "decode.onnx", names[:2], tmp_path / "two.onnx")
+    quantized = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"]
+    assert len(quantized) == 2 and len(names) > 2
+
+
 def test_the_4_bit_error_of_a_weight():
     rng = np.random.default_rng(0)
     assert int4_error(np.zeros((64, 8))) == 0
