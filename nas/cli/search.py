@@ -49,8 +49,9 @@ def register(subparsers) -> None:
                              "with --measurements: the result is then a prediction for that device")
     parser.add_argument("--latency", required=True,
                         help="latency budget, e.g. 14ms, 0.02s; a measured latency meets it when the median of "
-                             "per-run ONNX Runtime timings on the device (drift-corrected without moving its "
-                             "level; 'nas profile --help') plus its spread is within it")
+                             "per-run ONNX Runtime timings on the device (at the device's typical speed; 'nas "
+                             "profile --help') plus its spread (which covers the device's slow moments) is "
+                             "within it")
     parser.add_argument("--dataset", default=None,
                         help="task the accuracy is for (nb201: cifar10, cifar100 (default), imagenet16-120; fbnet: "
                              "the supernet's data, digits (default, bundled), cifar10 or imagefolder with --data-dir)")
