@@ -125,7 +125,7 @@ def graph_for(paths: dict[str, Path], phase: str, context: int) -> Path:
 
 class FastestOfBlock:
     """A timer whose every run in a block reads the block's fastest call: on
-    this shared 2-core machine (load average above 20 while the table was
+    this shared 2-core machine (load average 3-13 while the table was
     measured) most calls are interrupted by other processes, so a block's
     median is mostly the load, its fastest call mostly the model."""
 
