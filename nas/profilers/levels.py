@@ -14,9 +14,10 @@ small SQLite file beside the default store, shared by every store and
 process. The *level* is the median of the most recent
 :data:`WINDOW_BLOCKS` blocks: the device's typical speed, which plain ONNX
 Runtime on the device reproduces at a typical moment. The *level spread*
-is how far its slower moments sit above it (90th percentile over the
-median, relative), so a latency's reported spread says how much slower a
-user may find it at a slow moment. A lasting change of the device's speed
+is how far its slower moments sit above it: the reference's median over
+each second, at the 90th percentile of those seconds, over the level. A
+latency's reported spread says how much slower a user timing it for a
+second or so may find it at a slow moment. A lasting change of the device's speed
 moves the level as its blocks fill the window.
 
 ``$NAS_LEVELS`` names another file.
@@ -71,21 +72,39 @@ def this_host() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: the device's speed is judged over spans of this many seconds (about what timing a model with a few
+#: hundred runs takes): a slow span is what a user timing the model then would find
+SPAN_S = 1.0
+#: spans with fewer reference blocks than this are not judged; with fewer judged spans than
+#: MIN_SPANS the blocks themselves are (a wider, safer spread)
+MIN_BLOCKS_PER_SPAN = 3
+MIN_SPANS = 5
+
+
 @dataclass(frozen=True)
 class Level:
-    """A device's reference level: ``level_ms`` (median block), ``relative_spread`` (90th
-    percentile over the median, minus 1) and how many blocks it rests on."""
+    """A device's reference level: ``level_ms`` (median block), ``relative_spread`` (how much
+    slower its slow moments are: the 90th percentile of its one-second spans' medians over the
+    median, minus 1) and how many blocks it rests on."""
 
     level_ms: float
     relative_spread: float
     blocks: int
 
 
-def level_of(blocks_ms: Sequence[float]) -> Level:
-    """The :class:`Level` of reference blocks (ms each)."""
+def level_of(blocks_ms: Sequence[float], times_s: Sequence[float] | None = None) -> Level:
+    """The :class:`Level` of reference blocks (ms each), timed at ``times_s`` (seconds; ``None``:
+    unknown, every block judged alone)."""
     values = np.asarray(blocks_ms, dtype=float)
     median = float(np.median(values))
-    upper = float(np.percentile(values, 90))
+    slow = values
+    if times_s is not None:
+        spans = np.floor(np.asarray(times_s, dtype=float) / SPAN_S)
+        kept = [values[spans == span] for span in np.unique(spans)]
+        medians = [float(np.median(v)) for v in kept if len(v) >= MIN_BLOCKS_PER_SPAN]
+        if len(medians) >= MIN_SPANS:
+            slow = np.asarray(medians)
+    upper = float(np.percentile(slow, 90))
     return Level(median, max(upper / median - 1.0, 0.0) if median > 0 else 0.0, len(values))
 
 
@@ -105,12 +124,14 @@ class ReferenceLevels:
             raise UserInputError(f"cannot open the reference-level file {str(self.path)!r}: {error}. "
                                  f"Set ${LEVELS_ENV} to a writable file path.") from None
 
-    def add(self, key: str, blocks_ms: Sequence[float]) -> None:
-        """Append reference blocks (ms each) timed just now for ``key``."""
+    def add(self, key: str, blocks_ms: Sequence[float], times_s: Sequence[float] | None = None) -> None:
+        """Append reference blocks (ms each) of ``key``, timed at ``times_s`` (``time.time()``
+        seconds; ``None``: just now)."""
         now = time.time()
+        times_s = [now] * len(blocks_ms) if times_s is None else list(times_s)
         with self._connection:
             self._connection.executemany("INSERT INTO reference_blocks VALUES (?, ?, ?)",
-                                         [(key, now, float(ms)) for ms in blocks_ms])
+                                         [(key, float(t), float(ms)) for t, ms in zip(times_s, blocks_ms)])
             # the file stays small: blocks far outside the window are dropped
             self._connection.execute(
                 "DELETE FROM reference_blocks WHERE key = ? AND rowid NOT IN (SELECT rowid FROM reference_blocks "
@@ -119,9 +140,9 @@ class ReferenceLevels:
     def level(self, key: str) -> Level | None:
         """The level of ``key`` over its latest :data:`WINDOW_BLOCKS` blocks; ``None`` when it has none."""
         rows = self._connection.execute(
-            "SELECT block_ms FROM reference_blocks WHERE key = ? ORDER BY timed_at DESC, rowid DESC LIMIT ?",
-            (key, WINDOW_BLOCKS)).fetchall()
-        return level_of([row[0] for row in rows]) if rows else None
+            "SELECT block_ms, timed_at FROM reference_blocks WHERE key = ? ORDER BY timed_at DESC, rowid DESC "
+            "LIMIT ?", (key, WINDOW_BLOCKS)).fetchall()
+        return level_of([row[0] for row in rows], [row[1] for row in rows]) if rows else None
 
     def close(self) -> None:
         self._connection.close()

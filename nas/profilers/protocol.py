@@ -43,6 +43,7 @@ import collections
 import math
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -137,14 +138,15 @@ class CellEstimate:
 
 def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol: MeasurementProtocol, *,
                      on_done: Callable[[int, CellEstimate], None] | None = None,
-                     levels: Callable[[list[float]], Level] | None = None) -> list[CellEstimate]:
+                     levels: Callable[[list[float], list[float]], Level] | None = None) -> list[CellEstimate]:
     """Time ``timers`` with ``protocol`` and estimate each one's latency.
 
     ``timers[i]`` is read once, when cell ``i`` enters the rotation (so a
     lazy sequence loads models only then); ``reference`` is timed around
     every cell when given (drift correction). ``levels``, when given with a
     reference, is the device's scale (:mod:`nas.profilers.levels`): called
-    with the reference blocks (ms) timed since its last call, it returns the
+    with the reference blocks (ms) timed since its last call and their times
+    (``time.time()`` seconds), it returns the
     device's :class:`~nas.profilers.levels.Level`, and each cell's ratio to
     the reference is put on that level, its spread widened by the level's;
     without it a cell is put on the reference's median during its own
@@ -160,6 +162,7 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol:
     results: list[CellEstimate | None] = [None] * len(timers)
     reference_blocks: list[float] = []  # every reference block so far, each summarised by its median run (ms)
     first_block: dict[int, int] = {}  # the first reference block of each cell's time in the rotation
+    reference_times: list[float] = []  # when each was timed (time.time() seconds)
     logged = 0  # reference blocks handed to ``levels`` so far
     # a few cells enter per round, so that cells finish (and are stored) one after another
     entering = max(1, math.ceil(protocol.group_size / protocol.rounds))
@@ -169,6 +172,7 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol:
         if reference is None:
             return None
         reference_blocks.append(float(np.median(reference(protocol.runs_per_round))))
+        reference_times.append(time.time())
         return reference_blocks[-1]
 
     while waiting or active:
@@ -190,7 +194,7 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol:
             local = float(np.median(reference_blocks[first_block[cell]:])) if reference is not None else None
             device_level = None
             if local is not None and levels is not None:
-                device_level = levels(reference_blocks[logged:])
+                device_level = levels(reference_blocks[logged:], reference_times[logged:])
                 logged = len(reference_blocks)
             estimate = _estimate(rounds[cell], local if device_level is None else device_level.level_ms, protocol)
             unsettled = estimate.spread_ms > protocol.max_relative_spread * estimate.latency_ms
@@ -430,8 +434,8 @@ class InterleavedProfiler(Profiler):
             else:
                 key = self.level_key(space)
                 with ReferenceLevels(self.levels_path) as log:
-                    def level(blocks_ms: list[float]) -> Level:
-                        log.add(key, blocks_ms)
+                    def level(blocks_ms: list[float], times_s: list[float]) -> Level:
+                        log.add(key, blocks_ms, times_s)
                         return log.level(key)
 
                     time_interleaved(cells, reference, self.protocol, on_done=done, levels=level)

@@ -19,6 +19,18 @@ def test_the_level_is_the_median_block_and_its_spread_the_slow_moments():
     assert level_of([2.0, 2.0]).relative_spread == 0.0
 
 
+def test_the_spread_is_judged_over_seconds_not_single_blocks():
+    # one block in ten is slow (a hiccup), but no second is: a user timing the model for a second sees no
+    # slowdown, so the spread stays small; a whole slow second widens it
+    blocks = [1.0] * 9 + [2.0]
+    times = [i * 0.3 for i in range(60)]
+    hiccups = level_of(blocks * 6, times)
+    assert hiccups.level_ms == 1.0 and hiccups.relative_spread == 0.0
+    assert level_of(blocks * 6).relative_spread > 0.0  # without times every block is judged alone
+    slow_second = [1.0] * 50 + [1.5] * 10
+    assert level_of(slow_second, times).relative_spread == pytest.approx(0.5, abs=0.01)
+
+
 def test_processes_share_one_level_per_key(tmp_path):
     path = tmp_path / "levels.db"
     with ReferenceLevels(path) as levels:
@@ -46,7 +58,8 @@ def test_cells_go_on_the_devices_level_and_their_spread_widens_by_its():
     protocol = MeasurementProtocol(warmup_runs=0, rounds=3, runs_per_round=2, extra_rounds=0, seed=0)
     seen = []
 
-    def levels(blocks):
+    def levels(blocks, times):
+        assert len(times) == len(blocks) and times == sorted(times)
         seen.extend(blocks)
         return level_of([2.0] * 9 + [3.0])  # the device usually times the reference at 2 ms
 
