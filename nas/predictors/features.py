@@ -132,7 +132,12 @@ class SourceLatencies:
 
     Recorded values where the benchmark table has the architecture; elsewhere
     (FBNet archs outside the 5,000 samples) an additive per-layer latency
-    model fitted on the table, i.e. a multi-output latency regressor.
+    model fitted on the table, i.e. a multi-output latency regressor. For
+    ``slm``, whose 200 recorded architectures cannot pin one value per
+    layer, operator and width, the model is a non-negative sum of the
+    decode step's costs (:data:`SLM_COSTS`: multiply-accumulates, states,
+    runtime nodes...), which holds at widths and depths between and beyond
+    the recorded ones.
     """
 
     def __init__(self, space: str, devices: Sequence[str], coefficients: np.ndarray | None = None,
@@ -141,13 +146,31 @@ class SourceLatencies:
         self.devices = tuple(devices)
         table = benchmarks.latency_table(space)
         self._columns = np.stack([table.column(d) for d in self.devices], axis=1)
+        if coefficients is not None and len(coefficients) != self._design_size():
+            coefficients = None  # written for another form of the model: fitted again (deterministic)
         if coefficients is None:
             codes = op_codes(space, [get_space(space)._parse(s) for s in benchmarks.arch_strings(space)])
-            design = np.concatenate([one_hot(space, codes), np.ones((len(codes), 1), np.float32)], axis=1)
-            design = design.astype(np.float64)
-            gram = design.T @ design + ridge * np.eye(design.shape[1])
-            coefficients = np.linalg.solve(gram, design.T @ self._columns)
+            design = self._design(codes)
+            if space == "slm":
+                from scipy.optimize import nnls
+
+                scale = np.maximum(np.abs(design).max(axis=0), 1e-12)
+                coefficients = np.stack([nnls(design / scale, self._columns[:, k])[0] / scale
+                                         for k in range(len(self.devices))], axis=1)
+            else:
+                gram = design.T @ design + ridge * np.eye(design.shape[1])
+                coefficients = np.linalg.solve(gram, design.T @ self._columns)
         self.coefficients = np.asarray(coefficients, dtype=np.float64)
+
+    def _design_size(self) -> int:
+        if self.space == "slm":
+            return len(SLM_COSTS) + 1
+        return one_hot(self.space, np.zeros((1, len(get_space(self.space).choices)), dtype=np.int64)).shape[1] + 1
+
+    def _design(self, codes: np.ndarray) -> np.ndarray:
+        """The model's inputs for ``codes``, a constant 1 last."""
+        features = slm_costs(codes) if self.space == "slm" else one_hot(self.space, codes).astype(np.float64)
+        return np.concatenate([features, np.ones((len(codes), 1))], axis=1)
 
     def __call__(self, codes: np.ndarray) -> np.ndarray:
         """``[n, devices]`` latency in ms."""
@@ -156,9 +179,7 @@ class SourceLatencies:
         known = rows >= 0
         out[known] = self._columns[rows[known]]
         if not known.all():
-            # the same additive model as the fit: one-hot (positions may offer different numbers of choices)
-            estimate = one_hot(self.space, codes[~known]).astype(np.float64) @ self.coefficients[:-1]
-            out[~known] = np.maximum(estimate + self.coefficients[-1], 1e-3)
+            out[~known] = np.maximum(self._design(codes[~known]) @ self.coefficients, 1e-3)
         return out
 
 

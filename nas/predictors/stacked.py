@@ -315,14 +315,23 @@ class StackedPredictor(LatencyPredictor):
         if self.coefficients is None:
             raise RuntimeError("call adapt() before predict()")
         linear = self.coefficients.shape[1]
-        log_predicted = np.zeros(len(codes))
+        weights = np.broadcast_to(self.mixture, (len(codes), len(self.mixture))).copy()
+        logs = np.zeros_like(weights)
         if linear:
-            log_predicted += np.log(np.maximum(self._candidates(codes), self._floor_ms)) @ self.mixture[:linear]
+            candidates = self._candidates(codes)
+            logs[:, :linear] = np.log(np.maximum(candidates, self._floor_ms))
+            # a linear model that predicts (next to) nothing for an architecture extrapolates past where
+            # it holds (a width or depth its samples never reached): it sits out that architecture's
+            # mixture and the others share its weight, unless no other model has any
+            outside = np.zeros_like(weights, dtype=bool)
+            outside[:, :linear] = candidates <= self._floor_ms
+            kept = np.where(outside, 0.0, weights)
+            total = kept.sum(axis=1, keepdims=True)
+            weights = np.where(total > 0, kept / np.where(total > 0, total, 1.0), weights)
         if self.power is not None and self.power.shape[1]:
-            log_power = self.power[0] + self.power[1] * self._log_positive_columns(codes, self.power_features)
-            log_predicted += log_power @ self.mixture[linear:]
+            logs[:, linear:] = self.power[0] + self.power[1] * self._log_positive_columns(codes, self.power_features)
         self._priors_of = None  # the codes are the caller's; keep no reference to them
-        return np.exp(log_predicted)
+        return np.exp((weights * logs).sum(axis=1))
 
     def _log_positive_columns(self, codes: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """``log_positive(codes)[:, columns]``, computing only the feature blocks those columns read."""

@@ -65,3 +65,23 @@ def test_default_predictor_ranks_a_launch_bound_device_as_its_node_count_does():
     predictor.adapt({strings[r]: float(truth[r]) for r in rows})
     rho = spearmanr(predictor.predict_codes(codes[held_out]), truth[held_out])[0]
     assert rho >= spearmanr(count[held_out], truth[held_out])[0] - 0.02
+
+
+def test_source_devices_hold_for_layouts_outside_the_table():
+    """The search asks about layouts and widths the 200 recorded architectures never had: the source
+    devices' latencies for them come from the decode step's costs, not from one value per gene,
+    so a narrow, deep layout is priced like the recorded ones of its size (not at ~0 ms)."""
+    from nas.predictors.features import SourceLatencies
+
+    protocol = benchmarks.help_protocol("slm")
+    source = SourceLatencies("slm", protocol.meta_train_devices)
+    recorded = op_codes("slm", [SPACE.from_string(s) for s in benchmarks.arch_strings("slm")])
+    table = source(recorded)
+    assert np.all(source.coefficients >= 0)
+    # the cost model, asked about the recorded architectures as if unknown, ranks them as recorded
+    estimate = np.maximum(source._design(recorded) @ source.coefficients, 1e-3)
+    for k in range(len(protocol.meta_train_devices)):
+        assert spearmanr(estimate[:, k], table[:, k])[0] > 0.85
+    narrow = op_codes("slm", [SPACE.from_string("D F F M2 F F M2 F F | GD F D F D F D F | - @64")])
+    fastest = np.min(table, axis=0)
+    assert np.all(source(narrow)[0] > 0.3 * fastest)
