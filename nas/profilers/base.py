@@ -17,7 +17,7 @@ LATENCY_STATISTIC = (
     "correction each run is divided by a reference model timed right around it and multiplied by the device's "
     "reference level, the median of the latest 2,000 reference blocks timed on the device under the same "
     "settings (one level per user, shared by every store and process); spread_ms adds how much slower the "
-    "device's slow moments are (the level's 90th percentile) to the rounds' own spread; raw_median_ms is the "
+    "device's slow moments are (the 90th percentile of its seconds) to the rounds' own spread; raw_median_ms is the "
     "uncorrected median of every run at the moment of measuring, raw_spread_ms the standard deviation of its "
     "rounds' medians")
 
