@@ -13,7 +13,10 @@ the code makes it stale and it is written again.
 
 The cache lives in ``$NAS_CACHE/cli-parsers`` (default
 ``~/.cache/nas/cli-parsers``); where it cannot be written, nothing is cached
-and each command imports what it needs, as without it.
+and each command imports what it needs, as without it. Until the first run
+writes it, the descriptions shipped with the package (``nas/cli/parsers/``,
+written by ``python -m nas.cli.write_parsers`` from the same sources, which
+the tests check) answer, so a fresh install answers at once too.
 """
 
 from __future__ import annotations
@@ -197,15 +200,62 @@ def _fill(parser: argparse.ArgumentParser, description: dict) -> None:
             container.add_argument(record["dest"], **kwargs)
 
 
+#: descriptions shipped with the package, one ``COMMAND.json`` each
+SHIPPED = Path(__file__).resolve().parent / "parsers"
+
+
 def load(command: str) -> dict | None:
-    """The cached description of ``command``'s parser, or None when there is none for this code."""
+    """The cached description of ``command``'s parser for this code, else the shipped one, else None."""
     try:
         record = json.loads((cache_dir() / f"{command}.json").read_text(encoding="utf-8"))
+        if isinstance(record, dict) and record.get("fingerprint") == fingerprint():
+            return record.get("parser")
+    except (OSError, ValueError):
+        pass
+    return shipped(command)
+
+
+def source_digest() -> str:
+    """A digest of the package's Python sources (contents, not times) and the Python version: what a
+    shipped description was written from (about 2 ms)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(f"{_FORMAT} {sys.version_info[:2]}".encode())
+    for folder, subfolders, files in os.walk(package):
+        subfolders[:] = sorted(d for d in subfolders if d not in ("__pycache__", "data"))
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                digest.update(os.path.relpath(path, package).encode() + b"\0")
+                with open(path, "rb") as source:
+                    digest.update(source.read())
+    return digest.hexdigest()
+
+
+def shipped(command: str) -> dict | None:
+    """The description of ``command``'s parser shipped with the package, when it was written from
+    these very sources (None otherwise)."""
+    try:
+        record = json.loads((SHIPPED / f"{command}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint():
+    if not isinstance(record, dict) or record.get("sources") != source_digest():
         return None
     return record.get("parser")
+
+
+def write_shipped(folder: Path = SHIPPED) -> list[Path]:
+    """Describe every subcommand's real parser into ``folder`` (imports everything)."""
+    from nas.cli import SUBCOMMAND_MODULES, _subcommand_parser, build_parser
+
+    parser = build_parser()
+    folder.mkdir(parents=True, exist_ok=True)
+    written, sources = [], source_digest()
+    for command in SUBCOMMAND_MODULES:
+        path = folder / f"{command}.json"
+        record = {"sources": sources, "parser": describe(_subcommand_parser(parser, command))}
+        path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def save(command: str, parser: argparse.ArgumentParser) -> None:
