@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-search", action="store_true", help="only the per-architecture table")
     parser.add_argument("--redo", metavar="DEVICE", help="search fbnet again on this device only")
     parser.add_argument("--slm-search", metavar="BUDGET", help="also search slm under this budget on both devices")
-    parser.add_argument("--record", default="/tmp/mixed_precision_device.json",
+    parser.add_argument("--record", default=str(Path(tempfile.gettempdir()) / "mixed_precision_device.json"),
                         help="JSON of what was measured, kept between runs (parts already done are skipped)")
     args = parser.parse_args(argv)
     import torch

@@ -150,20 +150,13 @@ def decode_bits_per_byte(decode_path: str | os.PathLike, data: np.ndarray, windo
 
 def time_decode_steps(paths: dict[str, Path], context_length: int, device: str) -> dict[str, float]:
     """Decode ms/token of each graph after ``context_length`` tokens on ``device``, interleaved."""
-    from nas.devices import get_device
-    from nas.profilers.protocol import MeasurementProtocol, check_runtime_settings, time_interleaved
-    from nas.quantization.pipeline import LOCAL_PROFILER_KINDS
+    from nas.quantization.pipeline import time_here
     from nas.search_space.slm.runtime import SlmTimer
 
-    entry = get_device(device)
-    if entry.profiler_kind not in LOCAL_PROFILER_KINDS:
-        raise UserInputError(f"device {entry.name!r} is reached by the {entry.profiler_kind!r} profiler; a "
-                             f"language model's 4-bit graph must be timed before it is offered, with ONNX Runtime "
-                             f"on this machine: use --device local-cpu")
-    runtime = check_runtime_settings(entry.settings)
-    protocol = MeasurementProtocol.from_settings(dict(entry.settings, drift_correction=False))
-    timers = [SlmTimer(path, context_length=context_length, **runtime) for path in paths.values()]
-    return {name: e.latency_ms for name, e in zip(paths, time_interleaved(timers, None, protocol))}
+    estimates = time_here(paths, device, lambda path, runtime: SlmTimer(path, context_length=context_length,
+                                                                        **runtime),
+                          "a language model's 4-bit graphs (timed before they are offered)")
+    return {name: e.latency_ms for name, e in estimates.items()}
 
 
 def is_language_model_folder(path: str | os.PathLike) -> bool:

@@ -217,24 +217,32 @@ class QuantizationResult:
         return "\n".join(lines)
 
 
-def measure_latencies(paths: dict[str, Path], device: str = "local-cpu") -> tuple[dict[str, float], dict[str, float]]:
-    """Latency (ms) and spread (ms) of each ONNX model on ``device``, timed
-    together in interleaved rounds with the device's measuring protocol."""
+def time_here(paths: dict[str, Path], device: str, load, what: str) -> dict[str, "CellEstimate"]:
+    """Each model of ``paths`` timed together in interleaved rounds with ``device``'s measuring
+    protocol (no drift reference), loaded by ``load(path, runtime_settings)`` into a timer. The
+    device must run here (kind in :data:`LOCAL_PROFILER_KINDS`): ``what`` the models are, for the
+    refusal."""
     from nas.devices import get_device
-    from nas.profilers.onnxruntime import OnnxRuntimeModel
     from nas.profilers.protocol import MeasurementProtocol, check_runtime_settings, time_interleaved
 
     entry = get_device(device)
     if entry.profiler_kind not in LOCAL_PROFILER_KINDS:
-        raise UserInputError(f"device {entry.name!r} is reached by the {entry.profiler_kind!r} profiler; quantized "
-                             f"models are timed with ONNX Runtime on this machine: use --device local-cpu (or "
-                             f"another device of kind {', '.join(LOCAL_PROFILER_KINDS)})")
+        raise UserInputError(f"device {entry.name!r} is reached by the {entry.profiler_kind!r} profiler; {what} "
+                             f"are timed with ONNX Runtime on this machine: use --device local-cpu (or another "
+                             f"device of kind {', '.join(LOCAL_PROFILER_KINDS)})")
     runtime = check_runtime_settings(entry.settings)
     protocol = MeasurementProtocol.from_settings(dict(entry.settings, drift_correction=False))
-    timers = [OnnxRuntimeModel(path, **runtime) for path in paths.values()]
-    estimates = time_interleaved(timers, None, protocol)
-    return ({name: e.latency_ms for name, e in zip(paths, estimates)},
-            {name: e.spread_ms for name, e in zip(paths, estimates)})
+    timers = [load(path, runtime) for path in paths.values()]
+    return dict(zip(paths, time_interleaved(timers, None, protocol)))
+
+
+def measure_latencies(paths: dict[str, Path], device: str = "local-cpu") -> tuple[dict[str, float], dict[str, float]]:
+    """Latency (ms) and spread (ms) of each ONNX model on ``device``, timed
+    together in interleaved rounds with the device's measuring protocol."""
+    from nas.profilers.onnxruntime import OnnxRuntimeModel
+
+    estimates = time_here(paths, device, lambda path, runtime: OnnxRuntimeModel(path, **runtime), "quantized models")
+    return ({name: e.latency_ms for name, e in estimates.items()}, {name: e.spread_ms for name, e in estimates.items()})
 
 
 def sensitivity_problem(recipe: QuantizationRecipe, layers: list[str], calibration: LabelledImages,
