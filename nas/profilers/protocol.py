@@ -265,9 +265,10 @@ _SCALED_STATS = ("median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "cell_spr
 
 def on_current_level(record: LatencyMeasurement, level: Level | None) -> LatencyMeasurement:
     """``record`` put on the device's current ``level`` (a record measured on an earlier one is
-    rescaled by the ratio of the two levels; its cell spread with it); records without a device
-    level, and ``level=None``, come back unchanged."""
-    then = record.stats.get("reference_level_ms")
+    rescaled by the ratio of the two levels; its cell spread with it). A drift-corrected record
+    stored before levels were shared was put on the reference's median around it, and is rescaled
+    from that. Records without a reference, and ``level=None``, come back unchanged."""
+    then = record.stats.get("reference_level_ms") or record.stats.get("reference_median_ms")
     if level is None or not then or then <= 0:
         return record
     factor = level.level_ms / then

@@ -98,3 +98,17 @@ def test_the_level_follows_the_latest_window_and_old_blocks_are_dropped(tmp_path
         levels.add("k", [2.0] * 4)  # the device became slower for good
         assert levels.level("k").level_ms == 2.0
         assert levels._connection.execute("SELECT COUNT(*) FROM reference_blocks").fetchone()[0] == 6
+
+
+def test_a_record_stored_before_levels_were_shared_is_put_on_the_level_too():
+    from nas.profilers import LatencyMeasurement
+    from nas.profilers.levels import Level
+    from nas.profilers.protocol import on_current_level
+
+    old = LatencyMeasurement("local-cpu", "nb201", "|a|", 3.0, spread_ms=0.03,
+                             stats={"reference_median_ms": 1.5, "median_ms": 3.0})
+    now = on_current_level(old, Level(1.0, 0.5, 100))
+    assert now.latency_ms == pytest.approx(2.0) and now.stats["median_ms"] == pytest.approx(2.0)
+    assert now.spread_ms == pytest.approx(float(np.hypot(0.02, 1.0)))  # its rounds' spread and the slow moments
+    raw = LatencyMeasurement("local-cpu", "nb201", "|a|", 3.0, spread_ms=0.03)  # no reference: as measured
+    assert on_current_level(raw, Level(1.0, 0.5, 100)) == raw
