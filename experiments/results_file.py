@@ -4,7 +4,6 @@ and the line that says which machine measured it."""
 from __future__ import annotations
 
 import os
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,16 +26,10 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "a
 
 
 def cpu_description() -> str:
-    """CPU model and its speed-relevant ISA extensions, from /proc/cpuinfo (Linux)."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    """CPU model and its speed-relevant ISA extensions (``nas.machine.processor``)."""
+    from nas.machine import processor
+
+    model, flags = processor()
     present = [flag for flag in ISA_FLAGS if flag in flags]
     return f"{model} ({os.cpu_count()} logical CPUs; {', '.join(present) or 'no AVX2/AVX-512'})"
 

@@ -60,15 +60,10 @@ def default_levels_path() -> Path:
 def this_host() -> str:
     """A short fingerprint of this machine's processor (model name and ISA flags): the reference
     level of a model timed here belongs to this processor."""
-    text = platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            lines = cpuinfo.read().splitlines()
-        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
-        flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags")), "")
-        text += "|" + model + "|" + " ".join(sorted(flags.split()))
-    except OSError:
-        text += "|" + platform.processor()
+    from nas.machine import processor
+
+    model, flags = processor()
+    text = f"{platform.machine()}|{model}|{' '.join(sorted(flags))}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

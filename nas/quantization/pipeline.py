@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -52,17 +51,9 @@ QUANTIZED_FILE = "model_int8.onnx"
 
 def cpu_description() -> dict[str, Any]:
     """This machine's CPU model and the ISA flags int8 speed depends on (VNNI, AMX, AVX-512, AVX2)."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
+    from nas.machine import processor
+
+    model, flags = processor()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "avx512_bf16")
     return {"cpu": model, "isa": [f for f in wanted if f in flags], "cores": os.cpu_count()}
 
@@ -217,7 +208,7 @@ class QuantizationResult:
         return "\n".join(lines)
 
 
-def time_here(paths: dict[str, Path], device: str, load, what: str) -> dict[str, "CellEstimate"]:
+def time_here(paths: dict[str, Path], device: str, load, what: str) -> dict[str, Any]:
     """Each model of ``paths`` timed together in interleaved rounds with ``device``'s measuring
     protocol (no drift reference), loaded by ``load(path, runtime_settings)`` into a timer. The
     device must run here (kind in :data:`LOCAL_PROFILER_KINDS`): ``what`` the models are, for the
