@@ -11,6 +11,14 @@ table beside HELP's published numbers to experiments/results/predictor_table.md.
 
     nice python experiments/predictor_table.py --seeds 3 --meta-seeds 1 --jobs 1
 
+HELP checkpoints meta-trained elsewhere (one per seed, e.g. with ``nas
+predictor meta-train --method help --seed 1 --out FILE``) are scored without
+meta-training again; the table gives their mean ± std over seeds and each
+seed's numbers:
+
+    python experiments/predictor_table.py --methods help --keep-others \
+        --help-checkpoints nb201_seed0.npz nb201_seed1.npz fbnet_seed0.npz fbnet_seed1.npz
+
 Each (space, method, seed) result is cached as JSON under --cache, so an
 interrupted run resumes; --methods reruns a subset (with --rerun).
 """
@@ -124,19 +132,57 @@ def _meta_learned(space: str, method: str, seed: int):
     return predictor, time.perf_counter() - started
 
 
-def run_one(space: str, method: str, seed: int) -> dict:
-    """Meta-train (timed) and score one method; runs in a child process."""
+def checkpoint_seeds(paths) -> dict[tuple[str, int], str]:
+    """``{(space, seed): path}`` of meta-trained HELP checkpoints, read from
+    each file; a missing, unreadable, non-HELP or repeated one is bad input."""
+    from nas.errors import UserInputError
+    from nas.predictors import load_predictor
+
+    found: dict[tuple[str, int], str] = {}
+    for path in paths:
+        if not Path(path).is_file():
+            raise UserInputError(f"--help-checkpoints: no such file: {path}")
+        predictor = load_predictor(path)  # refuses a truncated or foreign file with its reason
+        if predictor.name != "help":
+            raise UserInputError(f"--help-checkpoints: {path} holds a {predictor.name!r} predictor, not HELP")
+        key = (predictor.space, int(predictor.seed))
+        if key in found:
+            raise UserInputError(f"--help-checkpoints: {path} and {found[key]} are both {key[0]} seed {key[1]}")
+        found[key] = str(Path(path).resolve())
+    return found
+
+
+def training_summary(predictor) -> dict:
+    """The meta-training record a checkpoint carries: the episode kept (best
+    meta-valid Spearman, first on ties), that Spearman and the episodes run."""
+    log = predictor.training_log
+    if not log:
+        return {}
+    kept = max(log, key=lambda entry: (entry["meta_valid_spearman"], -entry["episode"]))
+    return {"kept_episode": kept["episode"], "meta_valid_spearman": kept["meta_valid_spearman"],
+            "episodes": log[-1]["episode"]}
+
+
+def run_one(space: str, method: str, seed: int, checkpoint: str | None = None) -> dict:
+    """Meta-train (timed) and score one method; runs in a child process.
+    ``checkpoint`` (a meta-learned method's file) is scored instead."""
     import torch
 
     torch.set_num_threads(1)
-    from nas.predictors import evaluation, meta_train
+    from nas.predictors import evaluation, load_predictor, meta_train
     from nas.predictors.evaluation import table_archs
 
     extra = {}
     if method in META_LEARNED:
         from nas.predictors.help import paper_protocol
 
-        predictor, train_s = _meta_learned(space, method, seed)
+        if checkpoint:
+            predictor = load_predictor(checkpoint)
+            train_s = predictor.training_log[-1]["seconds"] if predictor.training_log else float("nan")
+            extra["checkpoint"] = checkpoint
+        else:
+            predictor, train_s = _meta_learned(space, method, seed)
+        extra.update(training_summary(predictor))
         extra["paper"] = paper_protocol(predictor, draws=PAPER_DRAWS, seed=seed)
     else:
         started = time.perf_counter()
@@ -153,12 +199,15 @@ def run_one(space: str, method: str, seed: int) -> dict:
     return result
 
 
-def _cached(cache: Path, space: str, method: str, seed: int, rerun: bool) -> dict:
+def _cached(cache: Path, space: str, method: str, seed: int, rerun: bool, checkpoint: str | None = None) -> dict:
     path = cache / f"{space}_{method}_{seed}.json"
     if path.is_file() and not rerun:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        if result.get("checkpoint") == checkpoint:
+            return result
     started = time.time()
-    out = subprocess.run([sys.executable, __file__, "--child", space, method, str(seed)],
+    child = [space, method, str(seed)] + (["--child-checkpoint", checkpoint] if checkpoint else [])
+    out = subprocess.run([sys.executable, __file__, "--child", *child],
                          capture_output=True, text=True, env={**os.environ, "NAS_PREDICTOR_RUNS": str(cache)})
     if out.returncode != 0:
         raise RuntimeError(f"{space} {method} seed {seed} failed:\n{out.stderr[-3000:]}")
@@ -175,13 +224,14 @@ def _pm(values, digits=3) -> str:
 
 
 def kept_rows(path: Path) -> dict:
-    """``{(space, method label): table row}`` of an earlier results file."""
-    rows, space = {}, None
+    """``{(section, method label): table row}`` of an earlier results file; a
+    section is its heading's text ("nb201", "nb201: the paper's protocol")."""
+    rows, section = {}, None
     for line in (path.read_text().splitlines() if path.is_file() else []):
-        if line.startswith("## "):
-            space = line[3:].strip()
-        elif line.startswith("| ") and space:
-            rows.setdefault((space, line.split(" | ")[0][2:]), line)
+        if line.startswith("#"):
+            section = line.lstrip("#").strip()
+        elif line.startswith("| ") and section:
+            rows.setdefault((section, line.split(" | ")[0][2:]), line)
     return rows
 
 
@@ -192,20 +242,49 @@ def kept_sections(path: Path) -> str:
     return text[start:end].strip("\n") + "\n" if 0 <= start < end else ""
 
 
-def table(results: dict, seeds: int, meta_seeds: int, kept: dict | None = None) -> str:
+def meta_seed_counts(results: dict) -> str:
+    """"MAML 1, Meta-SGD 1, HELP 2": meta-training seeds scored per method
+    (the largest over spaces)."""
+    counts = []
+    for method in META_LEARNED:
+        n = max((len(results.get((space, method), [])) for space in ("nb201", "fbnet")), default=0)
+        if n:
+            counts.append(f"{LABELS[method].split(' (')[0]} {n}")
+    return ", ".join(counts)
+
+
+def kept_provenance(path: Path) -> str:
+    """The "Generated by ..." sentences of an earlier results file's header."""
+    text = path.read_text() if path.is_file() else ""
+    for line in text.splitlines():
+        if "Generated by" in line:
+            return line[line.find("Generated by"):]
+    return ""
+
+
+def table(results: dict, seeds: int, kept: dict | None = None, provenance: str = "",
+          ran: tuple[str, ...] = ()) -> str:
+    """The results file; with ``kept`` rows (of methods not run now) and the
+    earlier file's ``provenance``, the rows of the methods ``ran`` now are dated
+    on their own."""
     from nas import benchmarks
     from results_file import machine_line
 
     kept = kept or {}
-
+    command = "python experiments/predictor_table.py " + " ".join(sys.argv[1:])
+    if provenance:
+        names = ", ".join(LABELS[m].strip("*") for m in METHODS if m in ran)
+        generated = f"{provenance} Rows of {names} generated again at {machine_line()}: `{command.strip()}`."
+    else:
+        generated = (f"Generated by `experiments/predictor_table.py` on a shared 2-core CPU (torch 1 thread): "
+                     f"{machine_line()}.")
     lines = ["# Latency predictors on the HELP protocol", "",
              f"Spearman's rho on the meta-test devices after adapting on the device's 10 reference "
              f"architectures (900 random samples for scratch-900), scored on all other architectures of the "
-             f"device's table; mean ± std over {seeds} seeds (meta-training seed, and the 900-sample draw; "
-             f"{meta_seeds} meta-training seed{'s' if meta_seeds > 1 else ''} for MAML, Meta-SGD and HELP). "
+             f"device's table; mean ± std over {seeds} seeds (the 900-sample draw, and the meta-training seed; "
+             f"meta-training seeds: {meta_seed_counts(results)}). "
              f"Deterministic methods (FLOPs, params, transfer) have std 0; the stacked default's seed only "
-             f"changes its interval calibration sample. Generated by `experiments/predictor_table.py` on a "
-             f"shared 2-core CPU (torch 1 thread): {machine_line()}.", ""]
+             f"changes its interval calibration sample. {generated}".rstrip(), ""]
     for space in ("nb201", "fbnet"):
         devices = benchmarks.help_protocol(space).meta_test_devices
         lines += [f"## {space}", "", "| method | " + " | ".join(devices) + " | mean | Kendall | MAPE % | within ±10 % | "
@@ -231,21 +310,51 @@ def table(results: dict, seeds: int, meta_seeds: int, kept: dict | None = None) 
             lines.append(f"| {name} | " + " | ".join(f"{paper[d]:.3f}" for d in devices)
                          + f" | {paper['mean']:.3f} |" + " |" * 7)
         lines.append("")
-        lines += paper_section(space, results)
+        lines += paper_section(space, results, kept)
+        lines += seed_section(space, results)
     return "\n".join(lines)
 
 
-def paper_section(space: str, results: dict) -> list[str]:
-    """The meta-learned methods on the HELP paper's protocol, beside its numbers."""
+def seed_section(space: str, results: dict) -> list[str]:
+    """Each meta-training seed of HELP on its own: the episode its meta-valid
+    devices kept, and its mean Spearman on both protocols."""
+    from nas import benchmarks
+
+    runs = sorted(results.get((space, "help"), []), key=lambda r: r["seed"])
+    if len(runs) < 2:
+        return []
+    devices = benchmarks.help_protocol(space).meta_test_devices
+    lines = [f"### {space}: HELP per meta-training seed", "",
+             "The episode kept is the one with the best meta-valid Spearman (chosen without the meta-test "
+             "devices); paper protocol: mean ± std over its draws.", "",
+             "| seed | episode kept | meta-valid Spearman | ours: mean | paper protocol: mean | meta-train min |",
+             "|---|---|---|---|---|---|"]
+    for r in runs:
+        paper = [np.mean([r["paper"][d][k] for d in devices]) for k in range(PAPER_DRAWS)]
+        kept = f"{r['kept_episode']:,} of {r['episodes']:,}" if "kept_episode" in r else "–"
+        valid = f"{r['meta_valid_spearman']:.4f}" if "meta_valid_spearman" in r else "–"
+        lines.append(f"| {r['seed']} | {kept} | {valid} | {r['mean_spearman']:.3f} | {_pm(paper)} | "
+                     f"{r['meta_train_s'] / 60:.0f} |")
+    ours = [r["mean_spearman"] for r in runs]
+    paper = [np.mean([r["paper"][d][k] for d in devices for k in range(PAPER_DRAWS)]) for r in runs]
+    lines.append(f"| mean ± std over {len(runs)} seeds | | | **{_pm(ours)}** | **{_pm(paper)}** | |")
+    return lines + [""]
+
+
+def paper_section(space: str, results: dict, kept: dict | None = None) -> list[str]:
+    """The meta-learned methods on the HELP paper's protocol, beside its
+    numbers; a method not run now keeps its ``kept`` row."""
     from nas import benchmarks
 
     devices = benchmarks.help_protocol(space).meta_test_devices
-    rows = [(method, results[space, method]) for method in META_LEARNED
-            if any("paper" in r for r in results.get((space, method), []))]
+    section = f"{space}: the paper's protocol"
+    rows = [(method, results.get((space, method), [])) for method in META_LEARNED
+            if any("paper" in r for r in results.get((space, method), []))
+            or (section, LABELS[method]) in (kept or {})]
     if not rows:
         return []
     size = benchmarks.help_protocol(space).num_meta_train_samples
-    lines = [f"### {space}: the paper's protocol", "",
+    lines = [f"### {section}", "",
              f"Test set: architectures {size:,}–{size + 999:,} without each device's fastest and slowest 10 % "
              f"(800 left); support: 10 random architectures of the device's meta-training pool (indices "
              f"0–{size - 1:,}, same trim), the references serving only as hardware embedding; {PAPER_DRAWS} "
@@ -253,6 +362,9 @@ def paper_section(space: str, results: dict) -> list[str]:
              "| method | " + " | ".join(devices) + " | mean | seeds |", "|---" * (len(devices) + 3) + "|"]
     for method, runs in rows:
         runs = [r for r in runs if "paper" in r]
+        if not runs:
+            lines.append(kept[section, LABELS[method]])
+            continue
         cells = [_pm([rho for r in runs for rho in r["paper"][d]]) for d in devices]
         means = [np.mean([r["paper"][d][k] for d in devices]) for r in runs for k in range(PAPER_DRAWS)]
         lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + f" | **{_pm(means)}** | {len(runs)} |")
@@ -330,6 +442,7 @@ def default_throughput(space: str, repeats: int = 5) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=3, metavar=("SPACE", "METHOD", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--meta-seeds", type=int, help="seeds of MAML, Meta-SGD and HELP (default: --seeds); "
                         "each needs a meta-trained checkpoint (see NAS_META_CHECKPOINTS) or meta-trains")
@@ -342,29 +455,46 @@ def main() -> None:
     parser.add_argument("--keep-others", action="store_true",
                         help="copy the rows of methods not run now, and the robustness and speed sections, "
                              "from the existing --out file")
+    parser.add_argument("--help-checkpoints", nargs="+", metavar="FILE",
+                        help="meta-trained HELP checkpoints to score, one per space and seed (space and seed "
+                             "are read from each file); HELP is then not meta-trained, and its other seeds "
+                             "are not scored")
     parser.add_argument("--out", default=str(RESULTS / "predictor_table.md"))
     args = parser.parse_args()
     if args.child:
         space, method, seed = args.child
-        print(json.dumps(run_one(space, method, int(seed))))
+        print(json.dumps(run_one(space, method, int(seed), args.child_checkpoint)))
         return
+    from nas.errors import UserInputError
+
+    try:
+        given = checkpoint_seeds(args.help_checkpoints or [])
+    except UserInputError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     meta_seeds = args.seeds if args.meta_seeds is None else args.meta_seeds
-    jobs = [(space, method, seed) for method in args.methods.split(",") for space in args.spaces.split(",")
-            for seed in range(meta_seeds if method in META_LEARNED else args.seeds)]
+    spaces, methods = args.spaces.split(","), args.methods.split(",")
+    jobs = [(space, method, seed, None) for method in methods for space in spaces
+            for seed in range(meta_seeds if method in META_LEARNED else args.seeds)
+            if not (method == "help" and any(s == space for s, _ in given))]
+    if "help" in methods:
+        jobs += [(space, "help", seed, path) for (space, seed), path in sorted(given.items()) if space in spaces]
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda job: (job, _cached(cache, *job, args.rerun)), jobs))
+        done = list(pool.map(lambda job: (job, _cached(cache, *job[:3], args.rerun, job[3])), jobs))
     results: dict = {}
-    for (space, method, _), result in done:
+    for (space, method, *_), result in done:
         results.setdefault((space, method), []).append(result)
     for path in sorted(cache.glob("*.json")):  # keep earlier runs of methods not rerun now
         result = json.loads(path.read_text())
         key = (result["space"], result["method"])
+        if key in {(s, "help") for s, _ in given}:
+            continue  # HELP's seeds are exactly the checkpoints given
         if key not in results or all(r["seed"] != result["seed"] for r in results[key]):
             results.setdefault(key, []).append(result)
     out = Path(args.out)
-    text = table(results, args.seeds, meta_seeds, kept_rows(out) if args.keep_others else None)
+    text = table(results, args.seeds, kept_rows(out) if args.keep_others else None,
+                 kept_provenance(out) if args.keep_others else "", ran=tuple(methods))
     if args.keep_others and kept_sections(out):
         text += "\n" + kept_sections(out)
     else:
