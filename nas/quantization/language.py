@@ -90,16 +90,37 @@ def matmul_weights(model) -> dict[str, np.ndarray]:
 
 
 def int4_error(weight: np.ndarray, block_size: int = 32) -> float:
-    """Relative squared error of symmetric 4-bit rounding in blocks of ``block_size`` along the
-    input dimension (as MatMulNBits quantizes), ``|Q(W) - W|^2 / |W|^2``."""
-    rows, cols = weight.shape
-    padded = np.zeros((math.ceil(rows / block_size) * block_size, cols), dtype=np.float64)
-    padded[:rows] = weight
-    blocks = padded.reshape(-1, block_size, cols)
-    scale = np.abs(blocks).max(axis=1, keepdims=True) / 7.0
-    scale[scale == 0] = 1.0
-    rounded = np.clip(np.round(blocks / scale), -8, 7) * scale
-    return float(((rounded - blocks) ** 2).sum() / max((blocks ** 2).sum(), 1e-30))
+    """Relative squared error of ONNX Runtime's symmetric 4-bit blockwise rounding of a MatMul weight
+    ``[K, N]`` (:func:`nas.quantization.simulate.quantize_int4_blockwise`), ``|Q(W) - W|^2 / |W|^2``."""
+    import torch
+
+    from nas.quantization.simulate import quantize_int4_blockwise
+
+    w = torch.from_numpy(np.array(weight, dtype=np.float32))
+    error = (quantize_int4_blockwise(w, block_size) - w).double().pow(2).sum()
+    return float(error / w.double().pow(2).sum().clamp(min=1e-30))
+
+
+def dequantized_int4_weights(model) -> dict[str, np.ndarray]:
+    """MatMul node name -> the ``[K, N]`` weight a ``MatMulNBits`` node of ``model`` (4 bits, no zero
+    points: symmetric) computes with, dequantized from its packed blocks and scales; named as the
+    MatMul it replaced (ONNX Runtime appends ``_Q4``)."""
+    from onnx import helper, numpy_helper
+
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs["bits"] != 4 or len(node.input) > 3 and node.input[3]:
+            raise ValueError(f"{node.name}: only symmetric 4-bit MatMulNBits is read")
+        k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
+        packed = constants[node.input[1]].reshape(n, -1)
+        q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1)[:, :k].astype(np.float32)
+        scales = np.repeat(constants[node.input[2]].reshape(n, -1), block, axis=1)[:, :k]
+        found[node.name.removesuffix("_Q4")] = ((q - 8) * scales).T
+    return found
 
 
 def build_int4(decode_path: str | os.PathLike, layers: list[str], out_path: str | os.PathLike) -> Path:

@@ -33,7 +33,7 @@ from nas.quantization.data import LabelledImages, QuantizationData, load_quantiz
 from nas.quantization.layers import load_onnx
 from nas.quantization.onnx_quant import (QuantizationRecipe, integer_kernels, prepare_model,
                                          require_quantizable_layers)
-from nas.quantization.scorers import DEFAULT_SCORER, Ordering, SensitivityProblem, get_scorer
+from nas.quantization.scorers import DEFAULT_SCORER, ImageSensitivityProblem, Ordering, get_scorer
 
 #: precision -> why ONNX Runtime's CPU provider does not run it faster than float32 (None: it does)
 PRECISIONS: dict[str, str | None] = {
@@ -237,7 +237,7 @@ def measure_latencies(paths: dict[str, Path], device: str = "local-cpu") -> tupl
 
 
 def sensitivity_problem(recipe: QuantizationRecipe, layers: list[str], calibration: LabelledImages,
-                        progress: bool = False) -> SensitivityProblem:
+                        progress: bool = False) -> ImageSensitivityProblem:
     """The scorers' view of a calibrated model, restricted to ``layers``."""
     import onnx
     import torch
@@ -248,7 +248,7 @@ def sensitivity_problem(recipe: QuantizationRecipe, layers: list[str], calibrati
     graph = OnnxGraph(onnx.load(str(recipe.prepared)))
     chosen = [layer for layer in recipe.layers if layer.name in set(layers)]
     simulator = QuantizationSimulator(chosen, graph.weights, recipe.activation_ranges())
-    return SensitivityProblem(graph, simulator, chosen, torch.from_numpy(calibration.images),
+    return ImageSensitivityProblem(graph, simulator, chosen, torch.from_numpy(calibration.images),
                               torch.from_numpy(calibration.labels), progress=progress)
 
 

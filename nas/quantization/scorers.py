@@ -1,5 +1,6 @@
 """Sensitivity scorers: each orders a model's quantizable layers from the
-one least hurt by int8 to the one most hurt.
+one least hurt by the low precision (int8 for image classifiers, 4-bit
+weight-only MatMul for language models) to the one most hurt.
 
 The contract is one method, :meth:`SensitivityScorer.order`, returning an
 :class:`Ordering`; the search (:mod:`nas.quantization.bisection`) only
@@ -55,10 +56,50 @@ class Ordering:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class SensitivityProblem(abc.ABC):
+    """What a scorer may read: the quantizable layers (``names``), each
+    layer's float weight and its low-precision perturbation, and the
+    calibration loss as a differentiable function of the layers' weights.
+
+    Image classifiers (:class:`ImageSensitivityProblem`, int8 as ONNX Runtime
+    quantizes it) and language models
+    (:class:`nas.quantization.language_sensitivity.LanguageSensitivityProblem`,
+    4-bit weight-only MatMul) implement it."""
+
+    progress: bool = False
+
+    @property
+    @abc.abstractmethod
+    def names(self) -> list[str]:
+        """The quantizable layers, named as in the exported graph, in graph order."""
+
+    @abc.abstractmethod
+    def weight(self, name: str) -> torch.Tensor:
+        """Layer ``name``'s float weight (the tensor its perturbation is added to)."""
+
+    @abc.abstractmethod
+    def perturbation(self, name: str) -> torch.Tensor:
+        """``Q(W) - W`` of layer ``name`` under the low precision (the weight's shape)."""
+
+    @abc.abstractmethod
+    def loss(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Calibration loss (nats) with the layers named in ``weights`` replaced by those tensors
+        (the rest float); differentiable twice in them."""
+
+    @abc.abstractmethod
+    def divergence(self, layers: Sequence[str]) -> float:
+        """KL divergence (nats) of the simulated model with ``layers`` in low precision from the float
+        model on the calibration data; no labels needed."""
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            print(message, file=sys.stderr, flush=True)
+
+
 @dataclass
-class SensitivityProblem:
-    """What a scorer may read: the float graph, the simulator of ONNX
-    Runtime's quantization, and a labelled calibration batch."""
+class ImageSensitivityProblem(SensitivityProblem):
+    """An image classifier: the float graph, the simulator of ONNX Runtime's
+    int8 quantization, and a labelled calibration batch."""
 
     graph: OnnxGraph
     simulator: QuantizationSimulator
@@ -66,14 +107,35 @@ class SensitivityProblem:
     images: torch.Tensor
     labels: torch.Tensor
     progress: bool = False
+    #: calibration images the loss is averaged over (each Hessian-vector product is a double backward over them)
+    max_images: int = 128
+    _reference: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     @property
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
-    def log(self, message: str) -> None:
-        if self.progress:
-            print(message, file=sys.stderr, flush=True)
+    def _initializer(self, name: str) -> str:
+        return self.simulator.layers[name].weight
+
+    def weight(self, name):
+        return self.simulator.weights[self._initializer(name)]
+
+    def perturbation(self, name):
+        return self.simulator.perturbation(name)
+
+    def loss(self, weights):
+        replaced = {self._initializer(name): value for name, value in weights.items()}
+        logits = self.graph(self.images[:self.max_images], replaced)
+        return F.cross_entropy(logits, self.labels[:self.max_images])
+
+    @torch.no_grad()
+    def divergence(self, layers):
+        images = self.images[:self.max_images]
+        if self._reference is None:
+            self._reference = F.log_softmax(self.graph(images), dim=1)
+        logits = self.graph(images, self.simulator.weights_for(layers), self.simulator.activation_hook(layers))
+        return float(F.kl_div(F.log_softmax(logits, dim=1), self._reference, log_target=True, reduction="batchmean"))
 
 
 SCORERS: Registry = Registry("sensitivity scorer", name_attribute="name")
@@ -81,7 +143,7 @@ DEFAULT_SCORER = "hessian_interlayer"
 
 
 class SensitivityScorer(abc.ABC):
-    """Orders layers by how much int8 hurts them; ``needs_graph`` says whether
+    """Orders layers by how much the low precision hurts them; ``needs_graph`` says whether
     the scorer runs the model in PyTorch (Hessians, simulation)."""
 
     name: str = ""
@@ -124,11 +186,8 @@ class WeightErrorScorer(SensitivityScorer):
     needs_graph = False
 
     def order(self, problem):
-        scores = {}
-        for layer in problem.layers:
-            weight = problem.simulator.weights[layer.weight]
-            scores[layer.name] = float(problem.simulator.perturbation(layer.name).pow(2).sum()
-                                       / weight.pow(2).sum().clamp(min=1e-30))
+        scores = {name: float(problem.perturbation(name).pow(2).sum() / problem.weight(name).pow(2).sum().clamp(min=1e-30))
+                  for name in problem.names}
         return self._sorted(problem, scores)
 
 
@@ -137,15 +196,11 @@ class _SecondOrder:
     respect to the layers' weights (one forward and backward, kept for
     every product)."""
 
-    #: calibration images the loss is averaged over (each product costs a double backward pass over them)
-    max_images = 128
-
     def __init__(self, problem: SensitivityProblem):
         self.problem = problem
-        self.names = [layer.weight for layer in problem.layers]
-        self.params = [problem.graph.weights[name].detach().clone().requires_grad_(True) for name in self.names]
-        logits = problem.graph(problem.images[:self.max_images], dict(zip(self.names, self.params)))
-        loss = F.cross_entropy(logits, problem.labels[:self.max_images])
+        self.names = problem.names
+        self.params = [problem.weight(name).detach().clone().requires_grad_(True) for name in self.names]
+        loss = problem.loss(dict(zip(self.names, self.params)))
         self.grads = torch.autograd.grad(loss, self.params, create_graph=True)
 
     def hvp(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -185,9 +240,9 @@ class HessianScorer(SensitivityScorer):
     def order(self, problem):
         traces, probes = hutchinson_traces(problem, seed=self.seed, max_probes=self.max_probes)
         scores = {}
-        for layer, trace in zip(problem.layers, traces):
-            scores[layer.name] = float(trace / layer.num_weights
-                                       * problem.simulator.perturbation(layer.name).pow(2).sum())
+        for name, trace in zip(problem.names, traces):
+            delta = problem.perturbation(name)
+            scores[name] = float(trace / delta.numel() * delta.pow(2).sum())
         problem.log(f"hessian: {probes} Hutchinson probes")
         return self._sorted(problem, scores, probes=probes)
 
@@ -210,7 +265,7 @@ def _greedy(names: Sequence[str], increment) -> tuple[list[str], dict[str, float
 class HessianInterlayerScorer(SensitivityScorer):
     def order(self, problem):
         second_order = _SecondOrder(problem)
-        deltas = [problem.simulator.perturbation(layer.name) for layer in problem.layers]
+        deltas = [problem.perturbation(name) for name in problem.names]
         n = len(deltas)
         first = np.array([float((g.detach() * d).sum()) for g, d in zip(second_order.grads, deltas)])
         block = np.zeros((n, n))  # block[i, j] = dW_i^T H_ij dW_j
@@ -227,30 +282,20 @@ class HessianInterlayerScorer(SensitivityScorer):
 
         layers, scores = _greedy(problem.names, increment)
         problem.log(f"hessian_interlayer: {n} Hessian-vector products for the {n}x{n} cross-layer block matrix")
-        return Ordering(self.name, layers, scores, {"hessian_vector_products": n})
+        # the same second-order change without the cross-layer blocks: what the inter-layer term is compared to
+        layerwise = {name: float(first[index[name]] + 0.5 * block[index[name], index[name]]) for name in problem.names}
+        return Ordering(self.name, layers, scores, {"hessian_vector_products": n, "layerwise_scores": layerwise})
 
 
 @SCORERS.register("measured_greedy")
 class MeasuredGreedyScorer(SensitivityScorer):
-    #: calibration images the measured loss reads (the simulation runs once per candidate per step)
-    max_images = 128
-
-    @torch.no_grad()
     def order(self, problem):
-        images = problem.images[:self.max_images]
-        reference = F.log_softmax(problem.graph(images), dim=1)
-        simulator = problem.simulator
-
-        def divergence(layers) -> float:
-            logits = problem.graph(images, simulator.weights_for(layers), simulator.activation_hook(layers))
-            return float(F.kl_div(F.log_softmax(logits, dim=1), reference, log_target=True, reduction="batchmean"))
-
         state = {"base": 0.0, "chosen": 0}
 
         def increment(chosen, name):
             if len(chosen) != state["chosen"]:  # a layer was added: the new baseline
-                state["base"], state["chosen"] = divergence(chosen), len(chosen)
-            return divergence(chosen + [name]) - state["base"]
+                state["base"], state["chosen"] = problem.divergence(chosen), len(chosen)
+            return problem.divergence(chosen + [name]) - state["base"]
 
         layers, scores = _greedy(problem.names, increment)
         evaluations = len(layers) * (len(layers) + 1) // 2
@@ -258,5 +303,5 @@ class MeasuredGreedyScorer(SensitivityScorer):
         return Ordering(self.name, layers, scores, {"simulated_evaluations": evaluations})
 
 
-__all__ = ["DEFAULT_SCORER", "Ordering", "SCORERS", "SensitivityProblem", "SensitivityScorer", "get_scorer",
+__all__ = ["DEFAULT_SCORER", "ImageSensitivityProblem", "Ordering", "SCORERS", "SensitivityProblem", "SensitivityScorer", "get_scorer",
            "hutchinson_traces", "list_scorers"]

@@ -7,6 +7,11 @@
   include 0, scale ``(max - min) / 255`` (float64, stored float32), zero point
   ``round(0 - min / scale)``.
 - Bias: int32 with scale ``input_scale * weight_scale`` per channel.
+- 4-bit weight-only MatMul (``MatMulNBits``, symmetric): blocks of 32
+  weights along the input dimension, each with scale ``v / -8`` where ``v``
+  is the block's value of largest magnitude (sign kept), ``q = clip(
+  round_half_up(W * (1 / scale)) + 8, 0, 15)``, dequantized ``(q - 8) *
+  scale`` (float32 throughout, as ONNX Runtime's quantizer computes it).
 
 ONNX Runtime's fused kernels still differ from this float simulation by more
 than rounding (they requantize between layers): accuracy decisions are made
@@ -42,6 +47,29 @@ def quantize_weight(weight: torch.Tensor, axis: int) -> torch.Tensor:
     scale = weight_scales(weight, axis).reshape(shape)
     q = torch.clamp(torch.round(weight.detach().to(torch.float32) / scale), -INT8_MAX - 1, INT8_MAX)
     return q * scale
+
+
+INT4_ZERO_POINT = 8
+
+
+def quantize_int4_blockwise(weight: torch.Tensor, block_size: int = 32) -> torch.Tensor:
+    """A MatMul weight ``[K, N]`` after ONNX Runtime's symmetric 4-bit blockwise quantization and
+    dequantization (float32): blocks of ``block_size`` along ``K`` (the last one zero-padded)."""
+    w = weight.detach().to(torch.float32)
+    rows, cols = w.shape
+    blocks = -(-rows // block_size)
+    padded = torch.zeros(blocks * block_size, cols, dtype=torch.float32)
+    padded[:rows] = w
+    padded = padded.reshape(blocks, block_size, cols)
+    high, low = padded.max(dim=1, keepdim=True).values, padded.min(dim=1, keepdim=True).values
+    extreme = torch.where(high.abs() > low.abs(), high, low)  # a tie keeps the negative end
+    scale = extreme / -INT4_ZERO_POINT
+    inverse = torch.where(scale != 0, 1 / scale, torch.zeros_like(scale))
+    shifted = padded * inverse + INT4_ZERO_POINT
+    # halves round up (the quantizer rounds a non-negative value half away from zero)
+    floor = torch.floor(shifted)
+    q = torch.clamp(floor + (shifted - floor >= 0.5).to(torch.float32), 0, 2 * INT4_ZERO_POINT - 1)
+    return ((q - INT4_ZERO_POINT) * scale).reshape(blocks * block_size, cols)[:rows]
 
 
 def activation_qparams(low: float, high: float) -> tuple[float, int]:

@@ -92,3 +92,97 @@ def test_nas_search_quantize_on_slm_needs_out_and_a_bits_tolerance(tmp_path, cap
     assert main(base) == 2 and "add --out" in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "o"), "--tolerance", "0.5pt"]) == 2
     assert "not understood" in capsys.readouterr().err
+
+
+def _one_matmul_graph(weight: np.ndarray, path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = weight.shape
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [numpy_helper.from_array(weight.astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_simulated_4_bit_weights_equal_onnx_runtimes_dequantized_weights(slm_folder, tmp_path):
+    import onnx
+
+    from nas.quantization.language import build_int4, dequantized_int4_weights, matmul_weights
+    from nas.quantization.simulate import quantize_int4_blockwise
+
+    weights = matmul_weights(onnx.load(str(slm_folder / "decode.onnx")))
+    quantized = dequantized_int4_weights(onnx.load(str(build_int4(slm_folder / "decode.onnx", list(weights),
+                                                                  tmp_path / "all.onnx"))))
+    assert set(quantized) == set(weights)
+    for name, weight in weights.items():
+        assert np.array_equal(quantize_int4_blockwise(torch.from_numpy(weight.copy())).numpy(), quantized[name]), name
+    # the rounding and range rules: halves, a block whose largest magnitude is negative, a zero block, a ragged end
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((70, 6)).astype(np.float32)
+    weight[:32, 0] = 0
+    weight[32:64, 1] = [8.0, 0.5, 1.5, 2.5, -0.5, -3.5, -7.5] + [0.0] * 25
+    weight[32:64, 2] = -weight[32:64, 1]
+    weight[0, 3], weight[1, 3] = -2.0, 2.0
+    ort = dequantized_int4_weights(onnx.load(str(build_int4(_one_matmul_graph(weight, tmp_path / "one.onnx"), ["mm"],
+                                                            tmp_path / "one4.onnx"))))["mm"]
+    assert np.array_equal(quantize_int4_blockwise(torch.from_numpy(weight)).numpy(), ort)
+    assert int4_error(weight) == pytest.approx(float(((ort - weight) ** 2).sum() / (weight ** 2).sum()), rel=1e-6)
+
+
+def test_the_language_model_loss_replaces_exactly_the_graphs_matmul_weights(slm_folder):
+    from nas.quantization.language_sensitivity import language_sensitivity_problem
+    from nas.search_space import get_space
+    from nas.slm.corpus import load_corpus
+
+    torch.manual_seed(0)  # the fixture's model, rebuilt with the same seed
+    space = get_space("slm")
+    model = space.build(space.from_string(ARCH)).eval()
+    problem = language_sensitivity_problem(model, slm_folder / "decode.onnx", load_corpus().validation, windows=4,
+                                           context=32)
+    tokens = problem.tokens
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).reshape(-1, 256), tokens[:, 1:].reshape(-1))
+        assert float(problem.loss({})) == pytest.approx(float(expected), rel=1e-6)
+        head = [name for name in problem.names if name in problem._heads]
+        assert len(head) == 1  # the output head is its own MatMul, tied to the embedding in PyTorch
+        assert float(problem.loss({head[0]: problem.weight(head[0])})) == pytest.approx(float(expected), rel=1e-6)
+        everything = {name: problem.weight(name) + problem.perturbation(name) for name in problem.names}
+        assert float(problem.loss(everything)) != pytest.approx(float(expected), rel=1e-6)
+    assert problem.divergence([]) == pytest.approx(0, abs=1e-9) and problem.divergence(problem.names) > 0
+    assert next(model.parameters()).requires_grad  # the caller's model is left as it was
+
+
+@pytest.mark.parametrize("scorer", ["random", "weight_error", "hessian", "hessian_interlayer"])
+def test_every_scorer_orders_a_language_models_layers(slm_folder, scorer):
+    from nas.quantization.language_sensitivity import language_sensitivity_problem
+    from nas.quantization.scorers import get_scorer
+    from nas.search_space import get_space
+    from nas.slm.corpus import load_corpus
+
+    torch.manual_seed(0)
+    space = get_space("slm")
+    model = space.build(space.from_string(ARCH)).eval()
+    problem = language_sensitivity_problem(model, slm_folder / "decode.onnx", load_corpus().validation, windows=2,
+                                           context=16)
+    scorer_instance = get_scorer(scorer)
+    if scorer == "hessian":
+        scorer_instance.max_probes = 8
+    ordering = scorer_instance.order(problem)
+    assert sorted(ordering.layers) == sorted(problem.names) and set(ordering.scores) == set(problem.names)
+    if scorer == "hessian_interlayer":
+        assert set(ordering.info["layerwise_scores"]) == set(problem.names)
+
+
+def test_weights_that_are_not_the_graphs_are_refused(slm_folder):
+    from nas.quantization.language_sensitivity import language_sensitivity_problem
+    from nas.search_space import get_space
+    from nas.slm.corpus import load_corpus
+
+    torch.manual_seed(1)
+    space = get_space("slm")
+    with pytest.raises(UserInputError, match="do not belong to this graph"):
+        language_sensitivity_problem(space.build(space.from_string(ARCH)), slm_folder / "decode.onnx",
+                                     load_corpus().validation, windows=2, context=16)

@@ -1,0 +1,147 @@
+"""Sensitivity of an ``slm`` language model to 4-bit weight-only MatMul.
+
+The scorers of :mod:`nas.quantization.scorers` need the loss as a
+differentiable function of exactly the weights ONNX Runtime quantizes. For
+a language model those are the constant 2-D MatMul weights of the exported
+decode graph (``MatMulNBits`` replaces them); the loss is the PyTorch
+model's next-byte cross-entropy on calibration windows of the corpus, which
+the decode graph computes token by token and PyTorch computes in one
+parallel pass.
+
+Each MatMul of the graph is tied to the PyTorch parameter whose transpose
+it holds, value for value (a graph whose weights are not the model's is a
+user error). The output head multiplies by the transposed embedding, one
+tensor in PyTorch but its own MatMul in the graph: quantizing the head must
+not touch the embedding lookup, so the head's logits are computed here from
+the final norm's output with the head's own weight.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.errors import UserInputError
+from nas.quantization.scorers import SensitivityProblem
+from nas.quantization.simulate import quantize_int4_blockwise
+
+#: calibration windows and bytes predicted in each (one Hessian-vector product is a double backward over them)
+CALIBRATION_WINDOWS, CALIBRATION_CONTEXT = 16, 128
+
+
+def calibration_windows(data: np.ndarray, windows: int = CALIBRATION_WINDOWS, context: int = CALIBRATION_CONTEXT,
+                        seed: int = 0) -> torch.Tensor:
+    """``windows`` seeded random windows of ``context + 1`` bytes of ``data`` (``[windows, context + 1]``,
+    int64): each predicts its last ``context`` bytes."""
+    if len(data) < context + 2:
+        raise UserInputError(f"calibration text of {len(data)} bytes is shorter than one window ({context + 1})")
+    starts = np.random.default_rng(seed).integers(0, len(data) - context - 1, windows)
+    return torch.from_numpy(np.stack([data[s:s + context + 1] for s in starts]).astype(np.int64))
+
+
+def matmul_parameters(model: nn.Module, weights: dict[str, np.ndarray]) -> dict[str, str]:
+    """MatMul node name -> name of the parameter of ``model`` whose transpose the node's weight
+    ``[K, N]`` equals exactly; a node matched by none is a user error."""
+    params = dict(model.named_parameters())
+    found = {}
+    for node, weight in weights.items():
+        target = torch.from_numpy(np.ascontiguousarray(weight.T))
+        match = next((name for name, p in params.items() if p.shape == target.shape and torch.equal(p.detach(),
+                                                                                                    target)), None)
+        if match is None:
+            raise UserInputError(f"the decode graph's MatMul {node!r} ({weight.shape[0]}x{weight.shape[1]}) holds no "
+                                 f"weight of the PyTorch model: the weights do not belong to this graph")
+        found[node] = match
+    return found
+
+
+@dataclass
+class LanguageSensitivityProblem(SensitivityProblem):
+    """An ``slm`` language model's MatMul layers under 4-bit weight-only quantization.
+
+    ``model`` is the float :class:`nas.search_space.slm.model.SmallLanguageModel`
+    (not modified), ``weights`` the decode graph's MatMul weights ``[K, N]``
+    by node name (:func:`nas.quantization.language.matmul_weights`),
+    ``tokens`` the calibration windows ``[B, T + 1]``."""
+
+    model: nn.Module
+    weights: dict[str, np.ndarray]
+    tokens: torch.Tensor
+    progress: bool = False
+    block_size: int = 32
+    _parameters: dict[str, str] = field(init=False, repr=False)
+    _float: dict[str, torch.Tensor] = field(init=False, repr=False)
+    _heads: set[str] = field(init=False, repr=False)
+    _reference: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        # a private copy without gradients of its own: only the layers' weights are differentiated
+        self.model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self._parameters = matmul_parameters(self.model, self.weights)
+        self._float = {node: torch.from_numpy(np.array(w, dtype=np.float32)) for node, w in self.weights.items()}
+        embeddings = {f"{prefix}.weight".lstrip(".") for prefix, module in self.model.named_modules()
+                      if isinstance(module, nn.Embedding)}
+        self._heads = {node for node, param in self._parameters.items() if param in embeddings}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.weights)
+
+    def weight(self, name):
+        return self._float[name]
+
+    def perturbation(self, name):
+        return quantize_int4_blockwise(self._float[name], self.block_size) - self._float[name]
+
+    def logits(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``[B, T, 256]`` of the calibration windows with the layers in ``weights`` (node name ->
+        ``[K, N]``) replaced."""
+        replaced = {self._parameters[node]: w.t() for node, w in weights.items() if node not in self._heads}
+        heads = [w for node, w in weights.items() if node in self._heads]
+        normed: list[torch.Tensor] = []
+        hook = self.model.final_norm.register_forward_hook(lambda module, args, out: normed.append(out)) \
+            if heads else None
+        try:
+            logits = torch.func.functional_call(self.model, replaced, (self.tokens[:, :-1],))
+        finally:
+            if hook is not None:
+                hook.remove()
+        return normed[0] @ heads[0] if heads else logits
+
+    def loss(self, weights):
+        logits = self.logits(weights)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.tokens[:, 1:].reshape(-1))
+
+    @torch.no_grad()
+    def divergence(self, layers: Sequence[str]) -> float:
+        if self._reference is None:
+            self._reference = F.log_softmax(self.logits({}), dim=-1).flatten(0, 1)
+        quantized = {name: self._float[name] + self.perturbation(name) for name in layers}
+        log_probs = F.log_softmax(self.logits(quantized), dim=-1).flatten(0, 1)
+        return float(F.kl_div(log_probs, self._reference, log_target=True, reduction="batchmean"))
+
+
+def language_sensitivity_problem(model: nn.Module, decode_path: str | os.PathLike, data: np.ndarray, *,
+                                 windows: int = CALIBRATION_WINDOWS, context: int = CALIBRATION_CONTEXT,
+                                 seed: int = 0, progress: bool = False) -> LanguageSensitivityProblem:
+    """The scorers' view of ``model`` and its exported decode graph, calibrated on ``windows`` seeded
+    windows of ``data`` (corpus bytes)."""
+    import onnx
+
+    from nas.quantization.language import matmul_weights
+
+    weights = matmul_weights(onnx.load(str(decode_path)))
+    if not weights:
+        raise UserInputError(f"{decode_path} has no MatMul with a constant weight: nothing to quantize")
+    return LanguageSensitivityProblem(model, weights, calibration_windows(data, windows, context, seed),
+                                      progress=progress)
+
+
+__all__ = ["LanguageSensitivityProblem", "calibration_windows", "language_sensitivity_problem", "matmul_parameters"]
