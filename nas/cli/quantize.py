@@ -90,7 +90,7 @@ def _quantize_language_model(args) -> int:
         raise UserInputError("--data names images for classifiers; a language model is scored on its corpus: "
                              "leave --data out")
     report = quantize_language_model(args.model, device=args.device, tolerance=args.tolerance, force=args.force,
-                                     out=args.out, progress=True)
+                                     out=args.out, scorer=args.scorer, seed=args.seed, progress=True)
     if args.json:
         print(json.dumps(report))
     else:

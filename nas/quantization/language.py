@@ -9,8 +9,12 @@ measures faster on the device.
    first; when int4 is not faster the request is refused (exit 2, with both
    latencies) unless forced: 4-bit weights that do not save time only cost
    bits per byte.
-3. Order: ``weight_error``, each weight's relative squared error after 4-bit
-   blockwise rounding (the layers that round worst stay float longest).
+3. Order: any scorer of :mod:`nas.quantization.scorers` (default
+   ``hessian_interlayer``) on the model's next-byte loss over calibration
+   windows of the validation split
+   (:mod:`nas.quantization.language_sensitivity`; the PyTorch model is
+   rebuilt from the decode graph's weights and the folder's layout); the
+   layers least hurt by 4-bit rounding are quantized first.
 4. Bisection (:mod:`nas.quantization.bisection`) over that order, every
    decision taken on validation bits per byte computed by ONNX Runtime with
    the quantized decode graph (fixed windows of the corpus's validation
@@ -184,20 +188,43 @@ def is_language_model_folder(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / DECODE_FILE).is_file()
 
 
+def language_ordering(folder: Path, record: dict[str, Any], scorer: str, seed: int = 0, progress: bool = False):
+    """The decode graph's MatMul layers ordered by ``scorer`` (:class:`nas.quantization.scorers.Ordering`);
+    a scorer that runs the model rebuilds it from the graph and the layout in ``result.json``."""
+    from nas.quantization.language_sensitivity import language_sensitivity_problem, model_from_decode_graph
+    from nas.quantization.scorers import get_scorer
+    from nas.slm.corpus import load_corpus
+
+    chosen = get_scorer(scorer, seed=seed)
+    model = None
+    if chosen.needs_graph:
+        if not record.get("arch"):
+            raise UserInputError(f"{folder / 'result.json'} names no layout ('arch'): the {scorer} scorer runs the "
+                                 f"model; use --scorer weight_error or random")
+        model = model_from_decode_graph(record["arch"], folder / DECODE_FILE)
+    problem = language_sensitivity_problem(model, folder / DECODE_FILE, load_corpus().validation, seed=seed,
+                                           progress=progress)
+    return chosen.order(problem)
+
+
 def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "local-cpu", tolerance: str = "0.05bpb",
-                            force: bool = False, out: str | os.PathLike | None = None,
-                            progress: bool = False) -> dict[str, Any]:
+                            force: bool = False, out: str | os.PathLike | None = None, scorer: str | None = None,
+                            seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Quantize the decode graph of an ``slm`` search folder to 4-bit weight-only MatMul on the most
     layers whose validation bits per byte stay inside ``tolerance`` (see :class:`BitsTolerance`);
-    refused unless the all-int4 graph measures faster on ``device`` (or ``force``). Writes
+    refused unless the all-int4 graph measures faster on ``device`` (or ``force``); layers ordered by
+    ``scorer`` (default :data:`nas.quantization.scorers.DEFAULT_SCORER`, ``seed`` for its probes). Writes
     ``decode_int4.onnx`` and ``quantization.json`` to ``out`` (default the folder) and returns the
     report (bits per byte; latencies ``*_ms``: decode ms/token)."""
     import onnx
 
     from nas.slm.corpus import load_corpus
 
+    from nas.quantization.scorers import DEFAULT_SCORER
+
     started = time.time()
     spec = BitsTolerance.parse(tolerance)
+    scorer = scorer or DEFAULT_SCORER
     folder = Path(model_dir)
     if not is_language_model_folder(folder):
         raise UserInputError(f"{str(folder)!r} holds no {DECODE_FILE}: pass the --out folder of 'nas search --space "
@@ -225,8 +252,9 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
             raise UserInputError(f"4-bit weight-only MatMul does not run faster here: the all-int4 decode step "
                                  f"took {first['all_int4']:.3f} ms against {first['float32']:.3f} ms in float32 "
                                  f"on {device}; keep the float32 model, or --force to quantize anyway")
-        scores = {name: int4_error(w) for name, w in weights.items()}
-        order = sorted(weights, key=lambda name: scores[name])
+        log(f"quantize: ordering the layers by {scorer}")
+        ordering = language_ordering(folder, record, scorer, seed, progress)
+        order, scores = ordering.layers, ordering.scores
         cache: dict[frozenset, float] = {}
 
         def validation_bpb(layers) -> float:
@@ -252,8 +280,8 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
         quantized_path.write_bytes(chosen.read_bytes())
     report = {
         "model": str(folder), "device": device, "precision": "int4 weight-only MatMul (MatMulNBits)",
-        "tolerance": spec.text, "scorer": "weight_error", "num_layers": len(weights),
-        "int4_layers": outcome.int8_layers, "order": order, "scores": scores,
+        "tolerance": spec.text, "scorer": scorer, "num_layers": len(weights),
+        "int4_layers": outcome.int8_layers, "order": order, "scores": scores, "scorer_info": ordering.info,
         "accuracy_evaluations": outcome.num_evaluations, "max_evaluations": max_bisection_evaluations(len(order)),
         "validation_bpb": {"float32": baseline, "chosen": -outcome.accuracy, "ceiling": spec.ceiling(baseline)},
         "test_bpb": test, "decode_ms": latency, "first_timing_ms": first, "context_length": context_length,
@@ -277,7 +305,7 @@ def summary(report: dict[str, Any]) -> str:
     val, test, ms = report["validation_bpb"], report["test_bpb"], report["decode_ms"]
     return "\n".join([
         f"quantize: {report['model']} on {report['device']}, 4-bit weight-only MatMul, tolerance "
-        f"{report['tolerance']}",
+        f"{report['tolerance']}, layers ordered by {report['scorer']}",
         f"int4 layers: {len(report['int4_layers'])} of {report['num_layers']} ({report['accuracy_evaluations']} "
         f"evaluations, bound {report['max_evaluations']})",
         f"validation bits/byte: float32 {val['float32']:.4f}, chosen {val['chosen']:.4f} (ceiling {val['ceiling']:.4f})",

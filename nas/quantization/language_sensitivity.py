@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -67,11 +68,11 @@ class LanguageSensitivityProblem(SensitivityProblem):
     """An ``slm`` language model's MatMul layers under 4-bit weight-only quantization.
 
     ``model`` is the float :class:`nas.search_space.slm.model.SmallLanguageModel`
-    (not modified), ``weights`` the decode graph's MatMul weights ``[K, N]``
+    (not modified; ``None`` for scorers that read the weights alone), ``weights`` the decode graph's MatMul weights ``[K, N]``
     by node name (:func:`nas.quantization.language.matmul_weights`),
     ``tokens`` the calibration windows ``[B, T + 1]``."""
 
-    model: nn.Module
+    model: nn.Module | None
     weights: dict[str, np.ndarray]
     tokens: torch.Tensor
     progress: bool = False
@@ -82,10 +83,13 @@ class LanguageSensitivityProblem(SensitivityProblem):
     _reference: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
+        self._float = {node: torch.from_numpy(np.array(w, dtype=np.float32)) for node, w in self.weights.items()}
+        self._parameters, self._heads = {}, set()
+        if self.model is None:
+            return
         # a private copy without gradients of its own: only the layers' weights are differentiated
         self.model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self._parameters = matmul_parameters(self.model, self.weights)
-        self._float = {node: torch.from_numpy(np.array(w, dtype=np.float32)) for node, w in self.weights.items()}
         embeddings = {f"{prefix}.weight".lstrip(".") for prefix, module in self.model.named_modules()
                       if isinstance(module, nn.Embedding)}
         self._heads = {node for node, param in self._parameters.items() if param in embeddings}
@@ -103,6 +107,8 @@ class LanguageSensitivityProblem(SensitivityProblem):
     def logits(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[B, T, 256]`` of the calibration windows with the layers in ``weights`` (node name ->
         ``[K, N]``) replaced."""
+        if self.model is None:
+            raise UserInputError("this scorer runs the language model: its PyTorch weights are needed")
         replaced = {self._parameters[node]: w.t() for node, w in weights.items() if node not in self._heads}
         heads = [w for node, w in weights.items() if node in self._heads]
         normed: list[torch.Tensor] = []
@@ -128,7 +134,70 @@ class LanguageSensitivityProblem(SensitivityProblem):
         return float(F.kl_div(log_probs, self._reference, log_target=True, reduction="batchmean"))
 
 
-def language_sensitivity_problem(model: nn.Module, decode_path: str | os.PathLike, data: np.ndarray, *,
+def model_from_decode_graph(arch: str, decode_path: str | os.PathLike) -> nn.Module:
+    """The ``slm`` model ``arch`` with the weights of its exported decode graph (a search folder keeps
+    only its graphs). Which tensor holds which parameter is read off a decode graph exported here
+    from the same layout with distinct random values in every parameter: each parameter is the
+    tensor equal to it (as it is, transposed or reshaped) there, and the trained graph's tensor
+    entering the same node at the same input holds its trained value. A graph that is not this
+    layout's, or a parameter the exporter folded away, is a user error."""
+    import tempfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    from nas.search_space import get_space
+    from nas.search_space.slm.graphs import export_decode
+
+    space = get_space("slm")
+    model = space.build(space.from_string(arch)).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator))
+    with tempfile.TemporaryDirectory(prefix="nas-slm-weights-") as tmp:
+        reference = onnx.load(str(export_decode(model, Path(tmp) / "decode.onnx")))
+    graph = onnx.load(str(decode_path)).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:  # equal tensors merged by the exporter reach their other uses through Identity
+        if node.op_type == "Identity" and node.input[0] in constants:
+            constants[node.output[0]] = constants[node.input[0]]
+    # tensors are told apart by where they enter the graph (node names are the modules'): the exporter numbers
+    # unnamed tensors differently from one export to the next and merges equal ones (untrained norms)
+    feeding = {(node.name, i): name for node in graph.node for i, name in enumerate(node.input) if name in constants}
+    reference_values = {t.name: numpy_helper.to_array(t) for t in reference.graph.initializer}
+    marked: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # reference tensor -> (its value, the trained value)
+    for node in reference.graph.node:
+        for i, name in enumerate(node.input):
+            if name in marked or name not in reference_values:
+                continue
+            if (node.name, i) not in feeding:
+                raise UserInputError(f"{decode_path} was not exported from the layout {arch!r}: its node "
+                                     f"{node.name!r} takes no weight at input {i}")
+            marked[name] = (reference_values[name], constants[feeding[node.name, i]])
+    state = {}
+    for name, param in model.named_parameters():
+        value = param.detach().numpy()
+        for marker, trained in marked.values():
+            if marker.size != value.size or trained.shape != marker.shape:
+                continue
+            if marker.shape == value.shape and np.array_equal(marker, value):
+                state[name] = trained
+            elif marker.ndim == 2 and marker.shape == value.T.shape and np.array_equal(marker, value.T):
+                state[name] = trained.T
+            elif np.array_equal(marker.reshape(-1), value.reshape(-1)):
+                state[name] = trained.reshape(value.shape)
+            else:
+                continue
+            break
+        else:
+            raise UserInputError(f"the decode graph {decode_path} holds no tensor for {name} of {arch!r}: its "
+                                 f"weights cannot be read back; score with weight_error or random")
+    model.load_state_dict({name: torch.from_numpy(np.array(value, dtype=np.float32)) for name, value in state.items()})
+    return model
+
+
+def language_sensitivity_problem(model: nn.Module | None, decode_path: str | os.PathLike, data: np.ndarray, *,
                                  windows: int = CALIBRATION_WINDOWS, context: int = CALIBRATION_CONTEXT,
                                  seed: int = 0, progress: bool = False) -> LanguageSensitivityProblem:
     """The scorers' view of ``model`` and its exported decode graph, calibrated on ``windows`` seeded
@@ -144,4 +213,5 @@ def language_sensitivity_problem(model: nn.Module, decode_path: str | os.PathLik
                                       progress=progress)
 
 
-__all__ = ["LanguageSensitivityProblem", "calibration_windows", "language_sensitivity_problem", "matmul_parameters"]
+__all__ = ["LanguageSensitivityProblem", "calibration_windows", "language_sensitivity_problem", "matmul_parameters",
+           "model_from_decode_graph"]

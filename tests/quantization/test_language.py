@@ -186,3 +186,30 @@ def test_weights_that_are_not_the_graphs_are_refused(slm_folder):
     with pytest.raises(UserInputError, match="do not belong to this graph"):
         language_sensitivity_problem(space.build(space.from_string(ARCH)), slm_folder / "decode.onnx",
                                      load_corpus().validation, windows=2, context=16)
+
+
+def test_the_model_is_read_back_from_its_decode_graph(slm_folder):
+    from nas.quantization.language_sensitivity import model_from_decode_graph
+    from nas.search_space import get_space
+
+    torch.manual_seed(0)
+    space = get_space("slm")
+    expected = space.build(space.from_string(ARCH)).state_dict()
+    rebuilt = model_from_decode_graph(ARCH, slm_folder / "decode.onnx").state_dict()
+    assert set(rebuilt) == set(expected) and all(torch.equal(rebuilt[k], expected[k]) for k in expected)
+    with pytest.raises(UserInputError, match="not exported from the layout"):
+        model_from_decode_graph("M2 F | A F | - @64", slm_folder / "decode.onnx")
+
+
+def test_the_scorer_orders_a_search_folders_layers_and_is_recorded(slm_folder, tmp_path):
+    report = quantize_language_model(slm_folder, tolerance="0.05bpb", force=True, out=tmp_path,
+                                     scorer="hessian_interlayer")
+    assert report["scorer"] == "hessian_interlayer" and report["scorer_info"]["hessian_vector_products"] == len(
+        report["order"])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "decode.onnx").write_bytes((slm_folder / "decode.onnx").read_bytes())
+    with pytest.raises(UserInputError, match="names no layout"):
+        quantize_language_model(bare, tolerance="0.05bpb", force=True, out=tmp_path / "o", scorer="hessian")
+    assert quantize_language_model(bare, tolerance="0.05bpb", force=True, out=tmp_path / "o",
+                                   scorer="weight_error")["scorer"] == "weight_error"
