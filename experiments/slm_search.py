@@ -2,10 +2,11 @@
 
 For each decode-latency budget on ``local-cpu``:
 
-- ``hybrid``: ``nas search --space slm`` (aging evolution; every candidate at
-  the widest width predicted to meet the budget, trained on the same token
-  budget; the finalists moved along the width ladder by their measured
-  latency and retrained there; the lowest-loss one so sized);
+- ``hybrid``: ``nas search --space slm`` (aging evolution started from the
+  search's seed layouts, ``nas.slm.search.SEED_LAYOUTS``, then random ones;
+  every candidate at the widest width predicted to meet the budget, trained
+  on the same token budget; the finalists moved along the width ladder by
+  their measured latency and retrained there; the lowest-loss one so sized);
 - ``attention`` / ``mamba2`` / ``deltanet``: the hybrid's layer structure
   (depth, FFN placement) with every mixer replaced by one operator, sized the
   same way (the widest width whose measured latency meets the budget),
@@ -143,7 +144,10 @@ def _row(budget: float, name: str, outcome, wall_s: float) -> dict:
            "wall_s": wall_s, "trained": sum(c.val_bpb is not None for c in outcome.candidates),
            "device_measurements": len(outcome.device_measurements),
            "finalists": [{k: f.get(k) for k in ("arch", "trained_width", "measured_ms", "spread_ms", "val_bpb",
-                                                 "meets_budget", "recall_accuracy")} for f in outcome.finalists]}
+                                                 "meets_budget", "recall_accuracy")} for f in outcome.finalists],
+           "candidates": [{"arch": c.arch or c.layout, "predicted_ms": c.predicted_ms, "val_bpb": c.val_bpb}
+                          for c in outcome.candidates if c.val_bpb is not None],
+           "seed_layouts": list(outcome.seed_layouts)}
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
@@ -165,8 +169,10 @@ def _write(work: Path, args, config) -> None:
              f"AdamW, cosine); width = the widest on the ladder whose measured decode latency (median + "
              f"spread) meets the budget, stepped from the predicted one; decode latency measured on "
              f"local-cpu after {config.context} tokens (batch 1, ONNX Runtime, 1 thread). Hybrid search: "
-             f"{args.candidates} layouts trained, population {config.population_size}, tournament "
-             f"{config.tournament_size}, {config.finalists} finalists. Recall: {config.recall.num_pairs} "
+             f"{args.candidates} layouts trained, population {config.population_size} (first "
+             f"{len(config.seed_layouts)} members: the seed layouts `"
+             f"{'`, `'.join(t.replace('|', '/') for t in config.seed_layouts)}`, shrunk to fit; then random), "
+             f"tournament {config.tournament_size}, {config.finalists} finalists. Recall: {config.recall.num_pairs} "
              f"key-value pairs, {config.recall.num_queries} queries, {config.recall.train_steps} training steps "
              f"of {config.recall.batch_size} sequences, scored on {config.recall.test_sequences} held-out "
              f"sequences (chance 1/128).", "",
@@ -205,6 +211,13 @@ def _write(work: Path, args, config) -> None:
             recall = f"{100 * f['recall_accuracy']:.1f}%" if f.get("recall_accuracy") is not None else "-"
             lines.append(f"| {budget:g} | `{f['arch'].replace('|', '/')}` | {f['trained_width']} | "
                          f"{f['measured_ms']:.3f} | {f['spread_ms']:.3f} | {val} | {recall} |")
+    searched = [(r["budget_ms"], c) for r in rows if r["model"].startswith("hybrid") for c in r.get("candidates", [])]
+    if searched:
+        lines += ["", "Every layout the hybrid search trained, in the order trained (at its predicted width):", "",
+                  "| budget ms | candidate | predicted ms/token | val bpb |", "| --- | --- | --- | --- |"]
+        for budget, c in searched:
+            lines.append(f"| {budget:g} | `{c['arch'].replace('|', '/')}` | {c['predicted_ms']:.3f} | "
+                         f"{c['val_bpb']:.3f} |")
     lines += ["",
               f"Wall time, all models: {total_s / 60:.1f} min."]
     text = "\n".join(lines) + "\n"

@@ -5,7 +5,11 @@ Nemotron-Flash): ``nas search --space slm``.
    a prompt of ``context`` tokens) and the latency predictor is adapted on them.
 2. Aging evolution over *layouts*: tournament selection, each child one
    mutation of the space (an operator of a block type, the mixer ratio, the
-   FFN count, or the blocks per stage). Width is not a gene: each layout gets
+   FFN count, or the blocks per stage). The first members are the seed
+   layouts (:data:`SEED_LAYOUTS`: the paper's released pattern and
+   Mamba2-led hybrids), then random layouts until the population is full;
+   every one is shrunk until a width is predicted to meet the budget.
+   Width is not a gene: each layout gets
    the widest width on the ladder whose predicted 90% interval meets the
    budget, so candidates compete on loss alone.
 3. Each candidate is trained for the same token budget and scored by
@@ -53,6 +57,17 @@ from nas.slm.training import TrainingConfig, bits_per_byte, train_language_model
 SPACE = "slm"
 #: bytes of the continuation prompt shown in ``summary.txt`` (its end)
 PROMPT_SHOWN = 240
+#: the evolution's first members, before random layouts (:attr:`SlmSearchConfig.seed_layouts`)
+SEED_LAYOUTS = (
+    # the paper's released 1B layout, D F M2 F | A F M2 F | ..., shortened (the space's default architecture)
+    "D F M2 F | A F M2 F | D F M2 F",
+    # Mamba2-majority hybrids led by a Mamba2 stage, attention or DeltaNet once in the middle stage. After the
+    # search's short training runs the first mixer decides most: at width 96 (40,960 bytes) the paper's
+    # D-first layout scored 3.93 bits/byte, pure Mamba2 3.49 and the first of these 3.41
+    # (experiments/results/slm_search.md); uniform samples rarely start with Mamba2 and keep it a majority
+    "M2 F M2 F M2 F M2 F | A F M2 F M2 F M2 F | -",
+    "M2 F M2 F M2 F M2 F | D F M2 F M2 F M2 F | -",
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,10 @@ class SlmSearchConfig:
     #: bytes of the test split scored for the result's test bits per byte (windows spread over the split)
     test_bytes: int = 65_536
     seed: int = 0
+    #: layouts (canonical strings without width) that fill the evolution's population first, in order,
+    #: before random ones; each is shrunk like a random one until a width is predicted to meet the budget.
+    #: Empty: a population of random layouts only
+    seed_layouts: tuple[str, ...] = SEED_LAYOUTS
 
     def __post_init__(self):
         for name in ("num_candidates", "population_size", "tournament_size", "finalists", "verify"):
@@ -82,6 +101,15 @@ class SlmSearchConfig:
         if self.tournament_size > self.population_size:
             raise UserInputError(f"option tournament_size={self.tournament_size} is invalid; allowed: "
                                  f"1 to population_size ({self.population_size})")
+        for text in self.seed_layouts:
+            try:
+                parse_layout(text)
+            except ValueError as error:
+                raise UserInputError(f"seed layout {text!r} is invalid: {error}") from None
+
+    def seeds(self) -> list:
+        """:attr:`seed_layouts` as layouts of the space (at the narrowest width)."""
+        return [parse_layout(text) for text in self.seed_layouts]
 
     def fingerprint(self) -> str:
         """What a trained candidate's loss depends on besides its layout and width."""
@@ -169,6 +197,8 @@ class SlmSearchOutcome:
     model: Any = None
     continuation: str | None = None
     prompt_tail: str | None = None
+    #: the layouts the evolution started from (none when the layouts were given)
+    seed_layouts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +216,7 @@ class SlmSearchOutcome:
             "trained_candidates": sum(c.val_bpb is not None for c in self.candidates),
             "resumed_candidates": self.resumed_candidates,
             "training": self.training, "recall_task": self.recall_task, "seed": self.seed,
+            "seed_layouts": list(self.seed_layouts),
             "continuation_prompt": f"the first {self.context} bytes of the corpus's test split",
             "continuation": self.continuation,
             "wall_s": round(self.wall_s, 2), "versions": package_versions(),
@@ -478,7 +509,8 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
                   candidates=list(work.records.values()), finalists=finalists,
                   device_measurements=timing.log(), reference_source=timing.reference_source,
                   training=config.training.to_dict(), recall_task=asdict(config.recall), seed=config.seed,
-                  resumed_candidates=work.resumed, latency_predictor=timing.latency_model)
+                  resumed_candidates=work.resumed, latency_predictor=timing.latency_model,
+                  seed_layouts=tuple(config.seed_layouts) if fixed is None else ())
     if chosen is None:
         outcome = SlmSearchOutcome(**common, status="over_budget", arch=None, layout=None, width=None,
                                    val_bpb=None, test_bpb=None, recall_accuracy=None, predicted_ms=None,
@@ -564,20 +596,22 @@ def shrink_to_fit(layout, feasible: Callable[[Any], bool]):
 def _evolve(evaluate: Callable[[Any], CandidateRecord], feasible: Callable[[Any], bool],
             config: SlmSearchConfig) -> None:
     """Aging evolution over layouts: tournament selection, one mutation per
-    child, the oldest member dies. The first members are random layouts,
-    shrunk until a width is predicted to meet the budget; a child with none
+    child, the oldest member dies. The first members are the config's seed
+    layouts, then random layouts, each shrunk until a width is predicted to
+    meet the budget; a child with none
     joins the population untrained and ages out. Deterministic given the seed, the
     predictor and the candidates' losses, so a resumed search replays the
     same choices."""
     space = get_space(SPACE)
     rng = np.random.default_rng(config.seed)
+    seeds = config.seeds()
     population: collections.deque = collections.deque()
     trained: set[str] = set()
     tries = 0
     while len(trained) < config.num_candidates and tries < 100 * config.num_candidates:
         tries += 1
         if len(population) < config.population_size:
-            layout = shrink_to_fit(space.sample(rng), feasible)
+            layout = shrink_to_fit(seeds.pop(0) if seeds else space.sample(rng), feasible)
             if layout is None:
                 continue
         else:
@@ -601,7 +635,8 @@ def _evolve_shared(evaluate: Callable[[Any], CandidateRecord], feasible: Callabl
     from nas.slm import study as shared
 
     sampler = shared.LayoutEvolutionSampler(feasible, population_size=config.population_size,
-                                            tournament_size=config.tournament_size, seed=config.seed)
+                                            tournament_size=config.tournament_size, seed=config.seed,
+                                            seeds=config.seeds())
     study = shared.open_study(storage, study_name, settings, sampler, heartbeat_s or HEARTBEAT_S, say)
 
     def known(records: dict[str, dict[str, Any]]) -> None:

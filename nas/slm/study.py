@@ -28,7 +28,7 @@ import os
 import re
 import socket
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import optuna
@@ -71,12 +71,14 @@ class LayoutEvolutionSampler(optuna.samplers.BaseSampler):
     The population is the ``population_size`` most recently finished
     trials; a new trial mutates the lowest-loss of ``tournament_size``
     random members (:meth:`SlmSpace.mutate`); until the population is full,
-    layouts are random, shrunk until ``feasible``. A layout already in the
+    layouts are the first of ``seeds`` not yet in the study, then random,
+    each shrunk until ``feasible``. A layout already in the
     study is not drawn again. Randomness comes from ``(seed, trial number)``,
     so workers never draw alike.
     """
 
-    def __init__(self, feasible: Callable[[Any], bool], *, population_size: int, tournament_size: int, seed: int):
+    def __init__(self, feasible: Callable[[Any], bool], *, population_size: int, tournament_size: int, seed: int,
+                 seeds: Sequence[Any] = ()):
         from nas.slm.search import shrink_to_fit
 
         self._shrink = shrink_to_fit
@@ -84,6 +86,7 @@ class LayoutEvolutionSampler(optuna.samplers.BaseSampler):
         self.population_size = population_size
         self.tournament_size = tournament_size
         self.seed = seed
+        self.seeds = list(seeds)
 
     def infer_relative_search_space(self, study, trial):
         space = get_space(SPACE)
@@ -101,6 +104,11 @@ class LayoutEvolutionSampler(optuna.samplers.BaseSampler):
                           key=lambda t: (t.datetime_complete or 0, t.number))
         population = finished[-self.population_size:]
         layout = None
+        if len(finished) < self.population_size:
+            for seed_layout in self.seeds:
+                drawn = self._shrink(seed_layout, self.feasible)
+                if drawn is not None and space.layout(drawn) not in taken:
+                    return layout_params(drawn)
         for _ in range(200):
             if len(finished) < self.population_size:
                 drawn = self._shrink(space.sample(rng), self.feasible)

@@ -72,11 +72,52 @@ def test_evolution_children_differ_from_a_population_member_by_one_mutation():
     assert again[:len(seen)] == seen[:len(again)]
 
 
+def test_the_evolution_starts_from_the_seed_layouts_shrunk_to_fit_then_random_ones():
+    from nas.slm.search import SEED_LAYOUTS
+
+    space = get_space("slm")
+    fits = lambda layout: len(space.layers(layout)) <= 12  # noqa: E731  (a budget of 12 operators)
+
+    def first_members(config):
+        seen = []
+
+        def evaluate(layout):
+            seen.append(space.layout(layout))
+            key = space.layout(layout)
+            return CandidateRecord(key, key + " @64", 64, 1.0, 0.9, 1.1, len(space.layers(layout)) / 10)
+        _evolve(evaluate, fits, config)
+        return seen[:config.population_size]
+
+    config = SlmSearchConfig(num_candidates=6, population_size=4, tournament_size=2, seed=1)
+    assert config.seed_layouts == SEED_LAYOUTS
+    seeded = first_members(config)
+    # the paper's pattern fits as it is; the 16-operator Mamba2-led ones lose blocks until they fit
+    assert seeded[:3] == ["D F M2 F | A F M2 F | D F M2 F", "M2 F M2 F | A F M2 F M2 F M2 F | -",
+                          "M2 F M2 F | D F M2 F M2 F M2 F | -"]
+    assert seeded[3] not in seeded[:3]  # then a random layout fills the population
+    unseeded = first_members(SlmSearchConfig(num_candidates=6, population_size=4, tournament_size=2, seed=1,
+                                             seed_layouts=()))
+    assert not set(unseeded) & set(seeded[:3])
+
+
+def test_a_seed_layout_that_is_not_one_of_the_space_is_refused():
+    from nas.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="seed layout 'D F X2 F | A | -' is invalid: unknown operator"):
+        SlmSearchConfig(seed_layouts=("D F X2 F | A | -",))
+
+
 def _one_factor_apart(space, a, b) -> bool:
     """Genes differ in one stage only, and within it in one factor (the two
-    mixer slots count as one factor when a ratio change brings in a mixer)."""
+    mixer slots count as one factor when a ratio change brings in a mixer);
+    a child over the operator cap also loses blocks of later stages."""
     stages = [s for s in range(3) if a[5 * s:5 * s + 5] != b[5 * s:5 * s + 5]]
-    return len(stages) == 1 and a[-1] == b[-1]
+    if not stages or a[-1] != b[-1]:
+        return False
+    for s in stages[1:]:  # blocks dropped by the cap: fewer of the same block type, or none
+        if not (int(a[5 * s + 4]) < int(b[5 * s + 4]) and (a[5 * s + 4] == "0" or a[5 * s:5 * s + 4] == b[5 * s:5 * s + 4])):
+            return False
+    return True
 
 
 # --- a tiny search, measured for real on this machine -----------------------------------------------

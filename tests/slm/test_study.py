@@ -156,6 +156,20 @@ def test_two_workers_of_a_real_tiny_search_train_nothing_twice(tmp_path):
     assert second.status == "verified" and second.measured_ms + second.measured_spread_ms <= 1000
 
 
+def test_the_shared_evolution_starts_from_the_seed_layouts_not_yet_in_the_study(tmp_path):
+    from nas.slm.search import parse_layout
+
+    space = get_space("slm")
+    seeds = ["D F M2 F | A F M2 F | D F M2 F", "M2 F M2 F | A F M2 F | -"]
+    sampler = LayoutEvolutionSampler(lambda layout: True, population_size=3, tournament_size=2, seed=0,
+                                     seeds=[parse_layout(s) for s in seeds])
+    study = open_study(f"journal:///{tmp_path / 'study.log'}", "seeded", {"space": "slm"}, sampler, 1,
+                       lambda m: None)
+    evolve_on_study(_made_up, study, 5, lambda records: None)
+    drawn = [space.layout(layout_from_params(t.params)) for t in study.trials]
+    assert drawn[:2] == seeds and len(set(drawn)) == len(drawn) == 5
+
+
 def test_study_options_that_cannot_work_exit_2(tmp_path, monkeypatch, capsys):
     from nas.cli import main
 
