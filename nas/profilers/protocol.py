@@ -33,7 +33,14 @@ follows one protocol to make that median steady and rankable:
    rounds are kept next to it;
 5. cells whose relative spread is above ``max_relative_spread`` after
    ``rounds`` rounds get extra rounds, up to ``extra_rounds``, and are then
-   stored ``flagged=True``.
+   stored ``flagged=True``;
+6. with drift correction, a round timed while the machine ran slow (the
+   slower reference block around it more than ``slow_tolerance`` slower than the lower
+   quartile of its latest blocks) is set aside and replaced by an extra
+   round: in a slow moment (a virtual machine's slow mode, another process
+   taking the core) cell and reference do not slow down by the same factor,
+   so their ratio is not the one a steady machine repeats. When too few
+   steady rounds come within ``rounds + extra_rounds``, every round is used.
 """
 
 from __future__ import annotations
@@ -79,7 +86,10 @@ class MeasurementProtocol:
     repeated and then flagged; ``extra_rounds`` at most this many extra
     rounds for such cells; ``outlier_z`` rounds whose robust z-score
     exceeds it are rejected; ``group_size`` cells in the rotation at once;
-    ``seed`` of the round order (``None``: fresh each time).
+    ``seed`` of the round order (``None``: fresh each time);
+    ``slow_tolerance`` a round is set aside as timed in a slow moment when
+    a reference block around it ran more than this fraction slower than the
+    lower quartile of the latest :data:`SLOW_WINDOW_BLOCKS` reference blocks.
     """
 
     warmup_runs: int = 5
@@ -91,6 +101,7 @@ class MeasurementProtocol:
     outlier_z: float = 3.5
     group_size: int = 10
     seed: int | None = None
+    slow_tolerance: float = 0.25
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> "MeasurementProtocol":
@@ -103,7 +114,7 @@ class MeasurementProtocol:
             if spec.name == "drift_correction":
                 if not isinstance(value, bool):
                     raise UserInputError(f"profiler setting drift_correction must be true or false, not {value!r}")
-            elif spec.name in ("max_relative_spread", "outlier_z"):
+            elif spec.name in ("max_relative_spread", "outlier_z", "slow_tolerance"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                     raise UserInputError(f"profiler setting {spec.name} must be a number > 0, not {value!r}")
                 value = float(value)
@@ -116,12 +127,27 @@ class MeasurementProtocol:
         return cls(**values)
 
 
+#: a slow moment is judged against the reference's lower quartile over this many of its latest blocks
+SLOW_WINDOW_BLOCKS = 200
+
+
 @dataclass
 class _Round:
-    """One timed block of a cell: its runs (ms) and the reference around it (ms, or None)."""
+    """One timed block of a cell: its runs (ms), the reference around it (ms, or None), and whether
+    the machine ran at its usual speed around it."""
 
     runs_ms: np.ndarray
     reference_ms: float | None
+    steady: bool = True
+
+
+def _steady(reference_blocks: list[float], slower_ms: float | None, tolerance: float) -> bool:
+    """Whether a round was timed at the machine's usual speed: the slower of the reference blocks
+    around it (``slower_ms``) within ``tolerance`` of the lower quartile of the latest blocks."""
+    if slower_ms is None:
+        return True
+    usual = float(np.percentile(reference_blocks[-SLOW_WINDOW_BLOCKS:], 25))
+    return slower_ms <= usual * (1.0 + tolerance)
 
 
 @dataclass
@@ -186,9 +212,12 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol:
         for cell in rng.permutation(np.fromiter(active, dtype=int)).tolist():
             runs = np.asarray(active[cell](protocol.runs_per_round), dtype=float)
             after = time_reference()
-            rounds[cell].append(_Round(runs, None if after is None else (before + after) / 2))
+            around, slower = (None, None) if after is None else ((before + after) / 2, max(before, after))
+            rounds[cell].append(_Round(runs, around, _steady(reference_blocks, slower, protocol.slow_tolerance)))
             before = after
-            if len(rounds[cell]) < protocol.rounds:
+            steady_rounds = sum(r.steady for r in rounds[cell])
+            if len(rounds[cell]) < protocol.rounds or (steady_rounds < protocol.rounds
+                                                       and len(rounds[cell]) < last_round):
                 continue
             # the reference's level while this cell was in the rotation
             local = float(np.median(reference_blocks[first_block[cell]:])) if reference is not None else None
@@ -212,9 +241,11 @@ def time_interleaved(timers: Sequence[Timer], reference: Timer | None, protocol:
     return results  # type: ignore[return-value]
 
 
-def _estimate(cell_rounds: list[_Round], level: float | None, protocol: MeasurementProtocol) -> CellEstimate:
-    """Drift-correct to the reference ``level`` (ms; ``None``: no correction), reject outlier rounds,
-    summarise (all in ms)."""
+def _estimate(all_rounds: list[_Round], level: float | None, protocol: MeasurementProtocol) -> CellEstimate:
+    """Set aside rounds timed in slow moments (when enough steady ones remain), drift-correct to the
+    reference ``level`` (ms; ``None``: no correction), reject outlier rounds, summarise (all in ms)."""
+    steady = [r for r in all_rounds if r.steady]
+    cell_rounds = steady if len(steady) >= math.ceil(protocol.rounds / 2) else all_rounds
     raw_medians = np.array([np.median(r.runs_ms) for r in cell_rounds])
     factors = np.array([1.0 if level is None else level / r.reference_ms for r in cell_rounds])
     values = raw_medians * factors
@@ -226,7 +257,8 @@ def _estimate(cell_rounds: list[_Round], level: float | None, protocol: Measurem
     if keep.sum() < math.ceil(len(values) / 2):  # never reject the majority
         keep = z <= np.sort(z)[math.ceil(len(values) / 2) - 1]
     kept_runs = np.concatenate([r.runs_ms * f for r, f, k in zip(cell_rounds, factors, keep) if k])
-    all_raw_runs = np.concatenate([r.runs_ms for r in cell_rounds])
+    all_raw_runs = np.concatenate([r.runs_ms for r in all_rounds])
+    every_raw_median = np.array([np.median(r.runs_ms) for r in all_rounds])
     latency_ms = float(np.median(kept_runs))
     spread_ms = float(np.std(values[keep], ddof=1)) if keep.sum() > 1 else 0.0
     stats = {
@@ -236,14 +268,15 @@ def _estimate(cell_rounds: list[_Round], level: float | None, protocol: Measurem
         "p90_ms": float(np.percentile(kept_runs, 90)),
         "std_ms": float(np.std(kept_runs)),
         "relative_spread": spread_ms / latency_ms if latency_ms > 0 else 0.0,
-        "rounds": float(len(values)),
+        "rounds": float(len(all_rounds)),
         "rounds_rejected": float(len(values) - keep.sum()),
+        "rounds_slow": float(len(all_rounds) - len(cell_rounds)),
         "runs": float(len(kept_runs)),
         "runs_per_round": float(protocol.runs_per_round),
         "warmup_runs": float(protocol.warmup_runs),
     }
     return CellEstimate(latency_ms, spread_ms, raw_median_ms=float(np.median(all_raw_runs)),
-                        raw_spread_ms=float(np.std(raw_medians, ddof=1)) if len(raw_medians) > 1 else 0.0,
+                        raw_spread_ms=float(np.std(every_raw_median, ddof=1)) if len(all_rounds) > 1 else 0.0,
                         stats=stats, flagged=False)
 
 

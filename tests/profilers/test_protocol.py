@@ -1,6 +1,8 @@
 """The measuring protocol and ``measure()``: drift correction, outlier
 rounds, flagging, and reuse of stored measurements."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -120,9 +122,49 @@ def test_a_cell_whose_rounds_keep_disagreeing_is_repeated_then_flagged():
     assert wild_estimate.spread_ms > 0
 
 
+def test_rounds_timed_in_a_slow_moment_are_set_aside_and_replaced():
+    # models run in turn: reference, cell, reference, cell, ...; a slow moment (steps 6 to 8: the
+    # cell's third round, the reference after it, the cell's fourth round) slows the reference 1.5x
+    # but the cell 1.8x. Their ratio then is not the steady one, so those rounds are replaced
+    calls = {"n": 0}
+
+    def slow_now():
+        calls["n"] += 1
+        return 6 <= calls["n"] <= 8
+
+    def cell(runs):
+        return np.full(runs, 2.0 * (1.8 if slow_now() else 1.0))
+
+    def reference(runs):
+        return np.full(runs, 1.0 * (1.5 if slow_now() else 1.0))
+
+    protocol = MeasurementProtocol(warmup_runs=0, rounds=6, runs_per_round=2, extra_rounds=4, outlier_z=100.0,
+                                   max_relative_spread=10.0)
+    (estimate,) = time_interleaved([cell], reference, protocol)
+    assert estimate.stats["rounds"] == 8 and estimate.stats["rounds_slow"] == 2
+    assert estimate.latency_ms == pytest.approx(2.0) and estimate.spread_ms == pytest.approx(0.0)
+    assert estimate.raw_spread_ms > 0  # the raw rounds keep the slow ones
+
+    # with no extra rounds to spare, the steady majority still decides
+    calls["n"] = 0
+    (estimate,) = time_interleaved([cell], reference, replace(protocol, extra_rounds=0))
+    assert estimate.stats["rounds"] == 6 and estimate.stats["rounds_slow"] == 2
+    assert estimate.latency_ms == pytest.approx(2.0)
+
+    # a machine slow for good is measured as it is, not waited on forever
+    always_slow = MeasurementProtocol(warmup_runs=0, rounds=3, runs_per_round=1, extra_rounds=2,
+                                      max_relative_spread=10.0, slow_tolerance=0.25)
+    speeds = iter([1.0] + [2.0] * 100)
+    (estimate,) = time_interleaved([lambda runs: np.full(runs, 4.0)],
+                                   lambda runs: np.full(runs, next(speeds)), always_slow)
+    assert estimate.stats["rounds"] <= 5 and estimate.latency_ms > 0
+
+
 def test_protocol_settings_are_validated_with_the_setting_named():
     with pytest.raises(UserInputError, match="rounds"):
         MeasurementProtocol.from_settings({"rounds": 0})
+    with pytest.raises(UserInputError, match="slow_tolerance"):
+        MeasurementProtocol.from_settings({"slow_tolerance": 0})
     with pytest.raises(UserInputError, match="drift_correction"):
         MeasurementProtocol.from_settings({"drift_correction": "yes"})
     assert MeasurementProtocol.from_settings({"rounds": 3, "other": 1}).rounds == 3
