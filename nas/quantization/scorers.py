@@ -15,8 +15,9 @@ reads the order. Scorers are found by name in :data:`SCORERS`:
   settles);
 - ``hessian_interlayer`` (default): the second-order loss change of
   quantizing a SET of layers, including the cross-layer Hessian blocks
-  that layer-wise scores drop, ``dL(S) = sum_i g_i.dW_i +
-  1/2 sum_{i,j in S} dW_i^T H_ij dW_j``, built exactly from one
+  that layer-wise scores drop, ``dL(S) = 1/2 sum_{i,j in S} dW_i^T H_ij
+  dW_j`` (the first-order term ``g.dW`` left out, as HAWQ does: at a
+  trained minimum it is calibration noise), built exactly from one
   Hessian-vector product per layer (``H dW_j`` gives column ``j`` of the
   block matrix ``M_ij = dW_i^T H_ij dW_j``); the order is greedy on it:
   each next layer is the one whose addition to the layers already chosen
@@ -261,6 +262,26 @@ def _greedy(names: Sequence[str], increment) -> tuple[list[str], dict[str, float
     return chosen, scores
 
 
+def second_order_orders(names: Sequence[str], first: np.ndarray, block: np.ndarray) -> dict[str, list[str]]:
+    """Orders of ``names`` from the first-order terms ``first[i] = g_i.dW_i`` and the symmetric block
+    matrix ``block[i, j] = dW_i^T H_ij dW_j``: ``interlayer`` (greedy on the quadratic change of the
+    chosen set, cross-layer blocks included), ``layerwise`` (its diagonal alone), and both again
+    ``..._with_gradient`` (the first-order terms added)."""
+    index = {name: i for i, name in enumerate(names)}
+    orders = {}
+    for gradient in (False, True):
+        linear = first if gradient else np.zeros_like(first)
+
+        def increment(chosen, name, linear=linear):
+            i = index[name]
+            return linear[i] + 0.5 * block[i, i] + sum(block[i, index[c]] for c in chosen)
+
+        suffix = "_with_gradient" if gradient else ""
+        orders["interlayer" + suffix] = _greedy(names, increment)[0]
+        orders["layerwise" + suffix] = sorted(names, key=lambda name: (increment([], name), index[name]))
+    return orders
+
+
 @SCORERS.register("hessian_interlayer")
 class HessianInterlayerScorer(SensitivityScorer):
     def order(self, problem):
@@ -275,16 +296,13 @@ class HessianInterlayerScorer(SensitivityScorer):
             block[:, j] = [float((d * hv).sum()) for d, hv in zip(deltas, products)]
         block = (block + block.T) / 2
         index = {name: i for i, name in enumerate(problem.names)}
-
-        def increment(chosen, name):
-            i = index[name]
-            return first[i] + 0.5 * block[i, i] + sum(block[i, index[c]] for c in chosen)
-
-        layers, scores = _greedy(problem.names, increment)
+        # the first-order term is left out: the float model sits near a minimum of the loss it was trained on, and
+        # g.dW on a few thousand calibration samples is mostly their noise (with it, the order lost to `hessian`)
+        layers, scores = _greedy(problem.names, lambda chosen, name: 0.5 * block[index[name], index[name]] + sum(
+            block[index[name], index[c]] for c in chosen))
         problem.log(f"hessian_interlayer: {n} Hessian-vector products for the {n}x{n} cross-layer block matrix")
-        # the same second-order change without the cross-layer blocks: what the inter-layer term is compared to
-        layerwise = {name: float(first[index[name]] + 0.5 * block[index[name], index[name]]) for name in problem.names}
-        return Ordering(self.name, layers, scores, {"hessian_vector_products": n, "layerwise_scores": layerwise})
+        return Ordering(self.name, layers, scores, {"hessian_vector_products": n, "first_order": first.tolist(),
+                                                    "block": block.tolist()})
 
 
 @SCORERS.register("measured_greedy")
@@ -303,5 +321,5 @@ class MeasuredGreedyScorer(SensitivityScorer):
         return Ordering(self.name, layers, scores, {"simulated_evaluations": evaluations})
 
 
-__all__ = ["DEFAULT_SCORER", "ImageSensitivityProblem", "Ordering", "SCORERS", "SensitivityProblem", "SensitivityScorer", "get_scorer",
-           "hutchinson_traces", "list_scorers"]
+__all__ = ["DEFAULT_SCORER", "ImageSensitivityProblem", "Ordering", "SCORERS", "SensitivityProblem", "SensitivityScorer",
+           "get_scorer", "hutchinson_traces", "list_scorers", "second_order_orders"]

@@ -173,7 +173,13 @@ def test_every_scorer_orders_a_language_models_layers(slm_folder, scorer):
     ordering = scorer_instance.order(problem)
     assert sorted(ordering.layers) == sorted(problem.names) and set(ordering.scores) == set(problem.names)
     if scorer == "hessian_interlayer":
-        assert set(ordering.info["layerwise_scores"]) == set(problem.names)
+        from nas.quantization.scorers import second_order_orders
+
+        orders = second_order_orders(problem.names, np.array(ordering.info["first_order"]),
+                                     np.array(ordering.info["block"]))
+        assert orders["interlayer"] == ordering.layers and set(orders) == {
+            "interlayer", "layerwise", "interlayer_with_gradient", "layerwise_with_gradient"}
+        assert all(sorted(order) == sorted(problem.names) for order in orders.values())
 
 
 def test_weights_that_are_not_the_graphs_are_refused(slm_folder):
