@@ -180,6 +180,16 @@ def widest_within(layout: Arch, predictor: LatencyPredictor, budget_ms: float) -
     return meeting[-1] if meeting else None
 
 
+def widest_expected(layout: Arch, predictor: LatencyPredictor, budget_ms: float,
+                    spread_share: float) -> WidthChoice | None:
+    """The widest width whose predicted ms/token plus the spread its measurement
+    is expected to have (``spread_share`` times the prediction) meets
+    ``budget_ms``: the rule a finalist's measurement is held to (median plus
+    spread), applied to the prediction. None: no width does."""
+    meeting = [c for c in width_choices(layout, predictor) if c.predicted_ms * (1 + spread_share) <= budget_ms]
+    return meeting[-1] if meeting else None
+
+
 def minimal_layouts() -> list[Arch]:
     """Every layout with the fewest layers the space allows (one mixer in each
     of the first two stages, no FFN, an empty last stage), at the narrowest width."""
@@ -267,6 +277,13 @@ class DecodeTiming:
             return (f"{self.predictor_source}, the fit of layer count and MACs wherever the default predictor "
                     f"failed ({len(base.failures)} times, first: {base.failures[0]})")
         return self.predictor_source
+
+    @property
+    def spread_share(self) -> float:
+        """The measured spread expected of a layout on this device, as a share of
+        its latency: the median of ``spread_ms / latency_ms`` over the references."""
+        shares = [r.spread_ms / r.latency_ms for role, r in self.records if role == "reference" and r.latency_ms > 0]
+        return float(np.median(shares)) if shares else 0.0
 
     @property
     def verifications(self) -> list:

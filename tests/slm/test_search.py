@@ -247,3 +247,32 @@ def test_a_single_layout_is_sized_on_the_device_then_trained_once(tiny_search):
     lines = (root / "single" / "candidates.jsonl").read_text().splitlines()
     assert [json.loads(line).get("sized", False) for line in lines] == [False, True]  # one training run
     assert json.loads(lines[0])["val_bpb"] is None
+
+
+class _ByWidth:
+    """A latency model in which a layout costs its width / 100 ms, with a 90% interval of a factor 3 either way."""
+
+    def predict_interval(self, archs, coverage=0.9):
+        predicted = [int(a[-1]) / 100 for a in archs]
+        return predicted, [p / 3 for p in predicted], [p * 3 for p in predicted]
+
+
+def test_candidates_are_sized_by_predicted_latency_plus_the_expected_spread_not_the_interval():
+    from nas.slm.latency import widest_expected, widest_within
+
+    layout = parse_layout("M2 F | A F M2 F | -")
+    # 1.60 ms predicted at width 160, plus a quarter: 2.0 ms; the interval's upper end allows only 64 (1.92 ms)
+    assert widest_expected(layout, _ByWidth(), 2.0, 0.25).width == 160
+    assert widest_within(layout, _ByWidth(), 2.0).width == 64
+    assert widest_expected(layout, _ByWidth(), 0.5, 0.25) is None
+
+
+def test_the_expected_spread_is_the_references_median_share():
+    from nas.devices import get_device
+    from nas.slm.latency import DecodeTiming
+
+    timing = DecodeTiming(get_device("local-cpu"))
+    assert timing.spread_share == 0.0  # nothing measured yet
+    timing.records = [("reference", _Timed(1.0, 0.5)), ("reference", _Timed(2.0, 2.0)),
+                      ("reference", _Timed(4.0, 1.0)), ("finalist", _Timed(1.0, 10.0))]
+    assert timing.spread_share == 0.5  # finalists do not count
