@@ -1,23 +1,34 @@
-"""4-bit weight-only MatMul on a small language model from the ``slm`` space,
-inside a bits-per-byte tolerance, measured with ONNX Runtime.
+"""4-bit weight-only MatMul on small language models from the ``slm`` space:
+which layers to quantize first, by sensitivity ordering, measured with ONNX
+Runtime.
 
-The model: ``experiments/mixed_precision_models.py --slm ARCH`` (trained on
-the shipped corpus; its decode graph in ``WORK/slm/decode.onnx``). For it:
+The models: ``experiments/mixed_precision_models.py --work WORK --slm ARCH``
+(trained on the shipped corpus; decode graph in ``WORK/slm/decode.onnx``).
+For each:
 
-1. the decode graph's MatMul layers ordered by ``weight_error`` (4-bit
-   blockwise rounding error, :mod:`nas.quantization.language`) and at random
-   (several seeds);
-2. test bits per byte with the first k layers in int4, at a grid of k, for
+1. the decode graph's MatMul layers ordered by each scorer of
+   :mod:`nas.quantization.scorers` on the language model's next-byte loss
+   (:mod:`nas.quantization.language_sensitivity`; calibration windows of
+   the validation split): ``weight_error``, ``hessian``,
+   ``hessian_interlayer``, ``measured_greedy`` (the measured KL divergence
+   from the float model of each layer added to those already chosen, in
+   PyTorch with the int4 weights), and ``random`` over several seeds; beside them
+   the orders ``hessian_interlayer``'s own terms give without its
+   cross-layer blocks (``layerwise``: what the inter-layer term is measured
+   against) and with the first-order term ``g.dW`` added
+   (``..._with_gradient``);
+2. test bits per byte with the first k layers in int4 at a grid of k, for
    each ordering (ONNX Runtime, the quantized decode graph stepped token by
-   token over fixed windows of the test split); area under the curve (mean
-   over the inner grid points, lower is better);
+   token over fixed windows of the test split); the area under the curve
+   (mean over the inner grid points, lower is better);
 3. every configuration's decode ms/token after 512 tokens on local-cpu, all
-   interleaved in the same rounds;
-4. bisection and the one-layer-at-a-time fallback at bits-per-byte
-   tolerances, decided on the validation split: evaluations, test bits per
-   byte, latency against float32 and all-int4.
+   interleaved in the same rounds; bits per byte at the same latency (the
+   best point of each ordering's curve within each of a few budgets);
+4. bisection and the one-layer-at-a-time fallback over each scorer's order
+   at bits-per-byte tolerances, decided on the validation split: evaluations,
+   test bits per byte, latency against float32 and all-int4.
 
-    nice -n 10 .venv/bin/python experiments/mixed_precision_language.py --work /tmp/mpwork
+    nice -n 19 .venv/bin/python experiments/mixed_precision_language.py --work /tmp/mpwork2 /tmp/mpwork3
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +51,18 @@ from results_file import machine_line, write_keeping_reading  # noqa: E402  (bes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mixed_precision_language.md"
 TOLERANCES = ["0.02bpb", "0.05bpb", "2%"]
-TEST_WINDOWS, TEST_CONTEXT = 32, 128
+#: orderings computed by the scorers on the model in PyTorch, and the searches run over each
+MODEL_SCORERS = ("hessian", "hessian_interlayer", "measured_greedy")
+SEARCH_ORDERINGS = ("weight_error", "hessian", "hessian_interlayer")
+#: orders from hessian_interlayer's own first-order terms and block matrix (no further Hessian-vector products):
+#: without the cross-layer blocks, and with the gradient term
+VARIANTS = ("layerwise", "interlayer_with_gradient", "layerwise_with_gradient")
+#: latency budgets for "bits per byte at the same latency", as shares of the way from all-int4 to float32
+BUDGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+VALIDATION_WINDOWS = (16, 96)
+#: what each scorer's ordering cost, as its info records it
+COSTS = (("probes", "Hutchinson probes"), ("hessian_vector_products", "Hessian-vector products"),
+         ("simulated_evaluations", "simulated evaluations"))  # what nas quantize decides on (nas.quantization.language.WINDOWS, CONTEXT)
 
 
 def log(message: str) -> None:
@@ -50,9 +73,56 @@ def grid(n: int, points: int) -> list[int]:
     return sorted({int(round(i * n / points)) for i in range(points + 1)})
 
 
-def run(work: Path, seeds: list[int], points: int) -> dict:
+def config_key(layers) -> str:
+    return ",".join(sorted(layers))
+
+
+def load_model(folder: Path):
+    import torch
+
+    from nas.search_space import get_space
+
+    space = get_space("slm")
+    model = space.build(space.from_string(json.loads((folder / "slm.json").read_text())["arch"]))
+    model.load_state_dict(torch.load(folder / "slm.pt", map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int]) -> dict[str, list[str]]:
+    """Every ordering of the benchmark; the model's scorers run once and are kept in ``record``."""
     import onnx
 
+    from nas.quantization.language_sensitivity import language_sensitivity_problem
+    from nas.quantization.scorers import get_scorer, second_order_orders
+
+    weights = matmul_weights(onnx.load(str(folder / "decode.onnx")))
+    scores = {name: int4_error(w) for name, w in weights.items()}
+    orderings = {"weight_error": sorted(weights, key=lambda name: scores[name])}
+    kept = record.setdefault("scorers", {})
+    missing = [name for name in MODEL_SCORERS if name not in kept or name == "hessian_interlayer"
+               and "block" not in kept[name]["info"]]
+    if missing:
+        problem = language_sensitivity_problem(load_model(folder), folder / "decode.onnx", corpus.validation,
+                                               progress=True)
+        for name in missing:
+            started = time.time()
+            ordering = get_scorer(name).order(problem)
+            kept[name] = {"layers": ordering.layers, "scores": ordering.scores, "info": ordering.info,
+                          "wall_s": round(time.time() - started, 1)}
+            log(f"{folder.name}: {name} in {kept[name]['wall_s']} s")
+    for name in MODEL_SCORERS:
+        orderings[name] = kept[name]["layers"]
+    info = kept["hessian_interlayer"]["info"]
+    variants = second_order_orders(list(weights), np.array(info["first_order"]), np.array(info["block"]))
+    assert variants["interlayer"] == orderings["hessian_interlayer"]
+    for variant in VARIANTS:
+        orderings[variant] = variants[variant]
+    for seed in seeds:
+        orderings[f"random:{seed}"] = [str(x) for x in np.random.default_rng(seed).permutation(list(weights))]
+    return orderings
+
+
+def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int]) -> dict:
     from nas.slm.corpus import load_corpus
 
     folder = work / "slm"
@@ -60,138 +130,219 @@ def run(work: Path, seeds: list[int], points: int) -> dict:
     cache = folder / "language.benchmark.json"
     record = json.loads(cache.read_text()) if cache.is_file() else {}
     record["training"] = json.loads((folder / "slm.json").read_text())
-    weights = matmul_weights(onnx.load(str(decode)))
-    n = len(weights)
-    scores = {name: int4_error(w) for name, w in weights.items()}
-    orderings = {"weight_error": sorted(weights, key=lambda name: scores[name])}
-    for seed in seeds:
-        orderings[f"random:{seed}"] = [str(x) for x in np.random.default_rng(seed).permutation(list(weights))]
-    record.update(num_layers=n, orderings=orderings)
     corpus = load_corpus()
+    orderings = scorer_orderings(folder, record, corpus, seeds)
+    cache.write_text(json.dumps(record, indent=1))
+    n = len(orderings["weight_error"])
     ks = grid(n, points)
+    test_key = f"test:{test_windows[0]}x{test_windows[1]}"
+    validation_key = f"validation:{VALIDATION_WINDOWS[0]}x{VALIDATION_WINDOWS[1]}"
+    stored = record.setdefault("bpb", {})
     configs: dict[str, list[str]] = {}
-
-    def config(layers: list[str]) -> str:
-        key = ",".join(sorted(layers))
-        configs.setdefault(key, list(layers))
-        return key
 
     with tempfile.TemporaryDirectory(prefix="nas-mp-lm-") as tmp:
         tmp = Path(tmp)
         built: dict[str, Path] = {}
 
         def path_of(layers: list[str]) -> Path:
-            key = config(layers)
+            key = config_key(layers)
             if key not in built:
                 built[key] = build_int4(decode, layers, tmp / f"config_{len(built)}.onnx")
             return built[key]
 
-        bpb_cache: dict[tuple[str, str], float] = {}
-
         def bpb(layers: list[str], split: str) -> float:
-            key = (split, ",".join(sorted(layers)))
-            if key not in bpb_cache:
-                data = corpus.test if split == "test" else corpus.validation
-                bpb_cache[key] = decode_bits_per_byte(path_of(layers), data, *(
-                    (TEST_WINDOWS, TEST_CONTEXT) if split == "test" else ()))
-            return bpb_cache[key]
+            which = test_key if split == "test" else validation_key
+            values = stored.setdefault(which, {})
+            key = config_key(layers)
+            if key not in values:
+                data, size = (corpus.test, test_windows) if split == "test" else (corpus.validation, VALIDATION_WINDOWS)
+                values[key] = decode_bits_per_byte(path_of(layers), data, *size)
+            return values[key]
 
-        curves = record.setdefault("curves", {})
         for name, order in orderings.items():
-            curve = curves.setdefault(name, {})
-            for k in ks:
-                if str(k) not in curve:
-                    curve[str(k)] = bpb(order[:k], "test")
-                else:
-                    config(order[:k])
-            log(f"slm: {name} curve " + " ".join(f"{k}:{curve[str(k)]:.4f}" for k in ks))
+            for k in ks:  # the configurations timed: every curve point and every search's result
+                configs.setdefault(config_key(order[:k]), order[:k])
+            curve = [bpb(order[:k], "test") for k in ks]
+            log(f"{folder.parent.name}: {name} " + " ".join(f"{k}:{v:.4f}" for k, v in zip(ks, curve)))
             cache.write_text(json.dumps(record, indent=1))
 
         searches = record.setdefault("searches", {})
         baseline = bpb([], "validation")
-        record["float_validation_bpb"] = baseline
         for text in TOLERANCES:
             spec = BitsTolerance.parse(text)
             tolerance = Tolerance("absolute", spec.ceiling(baseline) - baseline, text)
-            for method in ("bisection", "greedy_fallback"):
-                key = f"{text} weight_error {method}"
-                if key not in searches:
-                    outcome = SEARCHES[method](orderings["weight_error"], lambda layers: -bpb(layers, "validation"),
-                                               tolerance, -baseline)
-                    searches[key] = {"k": outcome.k, "evaluations": outcome.num_evaluations,
-                                     "validation": -outcome.accuracy, "layers": outcome.int8_layers,
-                                     "test": bpb(outcome.int8_layers, "test")}
-                config(searches[key]["layers"])
+            for scorer in SEARCH_ORDERINGS:
+                for method in ("bisection", "greedy_fallback"):
+                    key = f"{text} {scorer} {method}"
+                    if key not in searches or searches[key].get("order") != orderings[scorer]:
+                        outcome = SEARCHES[method](orderings[scorer], lambda layers: -bpb(layers, "validation"),
+                                                   tolerance, -baseline)
+                        searches[key] = {"k": outcome.k, "evaluations": outcome.num_evaluations,
+                                         "validation": -outcome.accuracy, "layers": outcome.int8_layers,
+                                         "order": orderings[scorer]}
+                    searches[key]["test"] = bpb(searches[key]["layers"], "test")
+                    configs.setdefault(config_key(searches[key]["layers"]), searches[key]["layers"])
         cache.write_text(json.dumps(record, indent=1))
 
-        if "latency_ms" not in record or set(record["latency_ms"]) != set(configs):
-            paths = {key: path_of(layers) for key, layers in configs.items()}
-            log(f"slm: timing {len(paths)} configurations on local-cpu")
-            record["latency_ms"] = time_decode_steps(paths, 512, "local-cpu")
-        record["machine"] = machine_line()
+        timed = record.get("latency_ms", {})
+        if not set(configs) <= set(timed):  # every configuration timed again, together, so they compare
+            log(f"{folder.parent.name}: timing {len(configs)} configurations on local-cpu")
+            record["latency_ms"] = time_decode_steps({key: path_of(layers) for key, layers in configs.items()},
+                                                     512, "local-cpu")
+            record["timing_machine"] = machine_line()
         cache.write_text(json.dumps(record, indent=1))
+    record.update(orderings=orderings, grid=ks, test_key=test_key, validation_key=validation_key,
+                  test_windows=list(test_windows), work=str(work))
     return record
 
 
-def tables(record: dict, command: str) -> str:
-    n, orderings = record["num_layers"], record["orderings"]
-    latency = lambda layers: record["latency_ms"][",".join(sorted(layers))]  # noqa: E731
+def area(record: dict, order: list[str]) -> float:
+    """Mean test bits per byte over the inner grid points (lower is better)."""
+    n, values = len(order), record["bpb"][record["test_key"]]
+    return float(np.mean([values[config_key(order[:k])] for k in record["grid"] if 0 < k < n]))
+
+
+def at_budgets(record: dict, order: list[str], ms: dict[str, float] | None = None) -> list[float]:
+    """Lowest test bits per byte among the ordering's grid points timed (or, with ``ms``, fitted) within
+    each budget."""
+    values, ms = record["bpb"][record["test_key"]], ms or record["latency_ms"]
+    points = [(ms[config_key(order[:k])], values[config_key(order[:k])]) for k in record["grid"]]
+    return [min(b for m, b in points if m <= budget) for budget in budgets(record)]
+
+
+def additive_latency(record: dict) -> tuple[dict[str, float], float]:
+    """Each configuration's decode ms/token from a least-squares fit over every timed configuration:
+    a level for float32, one for any int4 layer, and one saving per layer; the fit's root mean
+    squared residual (ms). One timing of a partial mix moves by up to a millisecond on this shared
+    machine; the fit pools all of them."""
+    ms = record["latency_ms"]
+    names = sorted({name for key in ms for name in key.split(",") if name})
+    keys = list(ms)
+    design = np.array([[1.0, float(bool(key))] + [float(name in key.split(",")) for name in names] for key in keys])
+    measured = np.array([ms[key] for key in keys])
+    coef, *_ = np.linalg.lstsq(design, measured, rcond=None)
+    fitted = design @ coef
+    return dict(zip(keys, fitted.tolist())), float(np.sqrt(np.mean((fitted - measured) ** 2)))
+
+
+def budgets(record: dict) -> list[float]:
+    ms = record["latency_ms"]
+    low, high = ms[config_key(record["orderings"]["weight_error"])], ms[config_key([])]
+    return [low + share * (high - low) for share in BUDGET_SHARES]
+
+
+def model_tables(record: dict, command: str) -> tuple[list[str], dict]:
+    orderings, ks = record["orderings"], record["grid"]
+    n = len(orderings["weight_error"])
+    values, ms = record["bpb"][record["test_key"]], record["latency_ms"]
     training = record["training"]
-    ks = sorted(int(k) for k in record["curves"]["weight_error"])
-    float_ms, int4_ms = latency([]), latency(orderings["weight_error"])
-    curve = record["curves"]["weight_error"]
-    lines = ["# 4-bit weight-only MatMul on an slm language model (ONNX Runtime MatMulNBits, local-cpu)", "",
-             record["machine"], "",
-             f"Reproduce: `python3 experiments/mixed_precision_models.py --work /tmp/mpwork --device cuda --threads 16 "
-             f"--models --slm '{training['arch']}'` on a GPU machine (weights only), then the same without "
-             f"`--device` here (exports the decode graph), then `nice -n 10 .venv/bin/python "
-             f"experiments/mixed_precision_language.py {command}`.", "",
-             f"Model `{training['arch']}`: trained {training['steps']} steps ({training['tokens']:,} tokens) on "
-             f"the corpus's train split; PyTorch validation {training['validation_bpb']:.3f} bits/byte. Decode graph: "
-             f"{n} MatMul layers with constant weights. Test bits per byte below: ONNX Runtime decode graph, "
-             f"{TEST_WINDOWS} fixed windows x {TEST_CONTEXT} bytes of the test split; validation (search "
-             f"decisions): 16 x 96 bytes. Decode ms/token after 512 tokens, 1 thread, batch 1, every "
-             f"configuration interleaved in the same rounds.", "",
-             f"float32: test {curve['0']:.4f} bits/byte, {float_ms:.3f} ms/token; all-int4: test "
-             f"{curve[str(n)]:.4f} bits/byte, {int4_ms:.3f} ms/token ({1 - int4_ms / float_ms:.1%} lower).", "",
-             "## Test bits per byte with the first k layers of each ordering in int4 (lower is better)", "",
+    float_ms, int4_ms = ms[config_key([])], ms[config_key(orderings["weight_error"])]
+    float_bpb, int4_bpb = values[config_key([])], values[config_key(orderings["weight_error"])]
+    windows, context = record["test_windows"]
+    scorers = record["scorers"]
+    lines = [f"## `{training['arch']}` ({record['work']})", "",
+             f"Trained {training['steps']} steps ({training['tokens']:,} tokens) on the corpus's train split "
+             f"({training.get('device', 'cpu')}); PyTorch validation {training['validation_bpb']:.3f} bits/byte. "
+             f"Decode graph: {n} MatMul layers with constant weights. Test bits per byte: ONNX Runtime decode graph, "
+             f"{windows} fixed windows x {context} bytes of the test split ({windows * context:,} bytes); validation "
+             f"(search decisions): {VALIDATION_WINDOWS[0]} x {VALIDATION_WINDOWS[1]} bytes. Decode ms/token after 512 "
+             f"tokens, 1 thread, batch 1, all {len(ms)} configurations interleaved in the same rounds "
+             f"({record.get('timing_machine', '')}).", "",
+             f"float32: test {float_bpb:.4f} bits/byte, {float_ms:.3f} ms/token; all-int4: test {int4_bpb:.4f} "
+             f"bits/byte ({int4_bpb - float_bpb:+.4f}), {int4_ms:.3f} ms/token ({1 - int4_ms / float_ms:.1%} lower).",
+             "", "Scorers (calibration: 16 windows x 128 bytes of the validation split, PyTorch, 1 thread, wall "
+                 "time under the load of the run): " + "; ".join(
+                 f"`{name}` {s['wall_s']:.0f} s, " + ", ".join(f"{s['info'][key]} {what}" for key, what in COSTS
+                                                              if key in s["info"]) for name, s in scorers.items()) + ".",
+             "",
+             "### Test bits per byte with the first k layers of each ordering in int4 (lower is better)", "",
              "| ordering | " + " | ".join(f"k={k}" for k in ks) + " | AUC (inner mean) |",
              "|" + "---|" * (len(ks) + 2)]
-    aucs = {}
-    for name in orderings:
-        c = record["curves"][name]
-        aucs[name] = float(np.mean([c[str(k)] for k in ks if 0 < k < n]))
-        lines.append(f"| {name} | " + " | ".join(f"{c[str(k)]:.4f}" for k in ks) + f" | {aucs[name]:.4f} |")
-    randoms = [v for k, v in aucs.items() if k.startswith("random:")]
-    lines += ["", f"Random orderings' median AUC: {np.median(randoms):.4f}.", "",
-              "## Decode ms/token of each curve point", "",
+    aucs = {name: area(record, order) for name, order in orderings.items()}
+    for name, order in orderings.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[config_key(order[:k])]:.4f}" for k in ks) +
+                     f" | {aucs[name]:.4f} |")
+    randoms = sorted(v for k, v in aucs.items() if k.startswith("random:"))
+    lines += ["", f"Random orderings' AUC: median {np.median(randoms):.4f}, range {randoms[0]:.4f}–{randoms[-1]:.4f}.",
+              "", "### Decode ms/token of each curve point", "",
               "| ordering | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
     for name, order in orderings.items():
-        lines.append(f"| {name} | " + " | ".join(f"{latency(order[:k]):.3f}" for k in ks) + " |")
-    lines += ["", f"## Searches (validation decides; float32 validation {record['float_validation_bpb']:.4f} "
-                  f"bits/byte; bisection bound ceil(log2(N+1))+1 = {max_bisection_evaluations(n)})", "",
+        lines.append(f"| {name} | " + " | ".join(f"{ms[config_key(order[:k])]:.3f}" for k in ks) + " |")
+    marks = budgets(record)
+    lines += ["", "### Test bits per byte at the same latency (best curve point within each budget, lower is better)",
+              "", "| ordering | " + " | ".join(f"≤ {b:.2f} ms" for b in marks) + " | mean |",
+              "|" + "---|" * (len(marks) + 2)]
+    at_latency = {name: at_budgets(record, order) for name, order in orderings.items()}
+    for name, row in at_latency.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |")
+    random_latency = sorted(float(np.mean(v)) for k, v in at_latency.items() if k.startswith("random:"))
+    fitted, residual = additive_latency(record)
+    at_fitted = {name: at_budgets(record, order, fitted) for name, order in orderings.items()}
+    random_fitted = sorted(float(np.mean(v)) for k, v in at_fitted.items() if k.startswith("random:"))
+    lines += ["", f"Random orderings' mean at the same latency: median {np.median(random_latency):.4f}.", "",
+              f"The same with each configuration's latency from an additive fit over all {len(fitted)} timed "
+              f"configurations (a float32 level, an int4 level, one saving per layer; residual {residual:.3f} ms "
+              f"rms):", "", "| ordering | " + " | ".join(f"≤ {b:.2f} ms" for b in marks) + " | mean |",
+              "|" + "---|" * (len(marks) + 2)]
+    for name, row in at_fitted.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |")
+    lines += ["", f"Random orderings' mean (fitted latency): median {np.median(random_fitted):.4f}.", "",
+              f"### Searches (validation decides; float32 validation "
+              f"{record['bpb'][record['validation_key']][config_key([])]:.4f} bits/byte; bisection bound "
+              f"ceil(log2(N+1))+1 = {max_bisection_evaluations(n)})", "",
               "| tolerance | ordering | search | evaluations | int4 layers | validation bits/byte | test bits/byte | "
               "test increase | ms/token | lower than float32 | / all-int4 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, s in record["searches"].items():
         tolerance, scorer, method = key.split()
-        ms = latency(s["layers"])
-        lines.append(f"| {tolerance} | {scorer} | {method} | {s['evaluations']} | {s['k']}/{n} | {s['validation']:.4f} | "
-                     f"{s['test']:.4f} | {s['test'] - curve['0']:+.4f} | {ms:.3f} | {1 - ms / float_ms:.1%} | "
-                     f"{ms / int4_ms:.2f}x |")
-    return "\n".join(lines) + "\n"
+        latency = ms[config_key(s["layers"])]
+        lines.append(f"| {tolerance} | {scorer} | {method} | {s['evaluations']} | {s['k']}/{n} | {s['validation']:.4f} "
+                     f"| {s['test']:.4f} | {s['test'] - float_bpb:+.4f} | {latency:.3f} | {1 - latency / float_ms:.1%} "
+                     f"| {latency / int4_ms:.2f}x |")
+    summary = {"arch": training["arch"], "auc": aucs, "random_auc": float(np.median(randoms)),
+               "at_latency": {k: float(np.mean(v)) for k, v in at_latency.items()},
+               "random_at_latency": float(np.median(random_latency)), "span": int4_bpb - float_bpb,
+               "at_fitted": {k: float(np.mean(v)) for k, v in at_fitted.items()},
+               "random_at_fitted": float(np.median(random_fitted))}
+    return lines + [""], summary
+
+
+def tables(records: list[dict], command: str) -> str:
+    lines = ["# 4-bit weight-only MatMul on slm language models (ONNX Runtime MatMulNBits, local-cpu)", "",
+             machine_line(), "",
+             "Reproduce: `python3 experiments/mixed_precision_models.py --work WORK --models --slm ARCH "
+             "[--slm-max-s S]` (weights and decode graph in WORK/slm; with `--device cuda` on a GPU machine weights "
+             f"only, then the same without it here), then `nice -n 19 .venv/bin/python "
+             f"experiments/mixed_precision_language.py {command}`.", "",
+             "## Summary: test bits per byte, lower is better (AUC: mean over the inner points of the int4-layers "
+             "curve; at latency: mean over the budgets of the best point within each)", "",
+             "| model | all-int4 cost | ordering | AUC | at the same latency | same, fitted latency |",
+             "|---|---|---|---|---|---|"]
+    sections = []
+    for record in records:
+        section, summary = model_tables(record, command)
+        sections += section
+        for name in ("weight_error", "hessian", "layerwise", "hessian_interlayer", "layerwise_with_gradient",
+                     "interlayer_with_gradient", "measured_greedy"):
+            lines.append(f"| `{summary['arch']}` | {summary['span']:+.4f} | {name} | {summary['auc'][name]:.4f} | "
+                         f"{summary['at_latency'][name]:.4f} | {summary['at_fitted'][name]:.4f} |")
+        lines.append(f"| `{summary['arch']}` | | random (median) | {summary['random_auc']:.4f} | "
+                     f"{summary['random_at_latency']:.4f} | {summary['random_at_fitted']:.4f} |")
+    return "\n".join(lines + [""] + sections)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", required=True, help="folder of mixed_precision_models.py (WORK/slm/decode.onnx)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--points", type=int, default=5)
+    parser.add_argument("--work", nargs="+", required=True,
+                        help="folders of mixed_precision_models.py --slm (each WORK/slm/decode.onnx, slm.pt)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4, 5, 6, 7])
+    parser.add_argument("--points", type=int, default=10, help="grid points of the int4-layers curve")
+    parser.add_argument("--test-windows", type=int, nargs=2, default=[64, 256], metavar=("WINDOWS", "BYTES"))
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    record = run(Path(args.work), args.seeds, args.points)
-    text = tables(record, " ".join(argv if argv is not None else sys.argv[1:]))
+    records = [run(Path(work), args.seeds, args.points, tuple(args.test_windows)) for work in args.work]
+    text = tables(records, " ".join(argv if argv is not None else sys.argv[1:]))
     print(text)
     write_keeping_reading(RESULTS, text)
     return 0

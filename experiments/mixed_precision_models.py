@@ -198,6 +198,8 @@ def main(argv=None) -> int:
                         help="torch device to train on (e.g. cuda): writes weights only, export on the CPU machine")
     parser.add_argument("--slm", metavar="ARCH", help="also train this slm architecture (folder slm/: decode.onnx)")
     parser.add_argument("--slm-steps", type=int, default=1500, help="AdamW steps of the slm model")
+    parser.add_argument("--slm-max-s", type=float, default=240.0,
+                        help="training time of the slm model (s); the cosine schedule is shortened to fit")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -213,7 +215,8 @@ def main(argv=None) -> int:
             model = space.build(space.from_string(json.loads((folder / "slm.json").read_text())["arch"]))
             model.load_state_dict(torch.load(folder / "slm.pt", map_location="cpu"))
         else:
-            model, record = train_language_model(args.slm, args.slm_steps, device=args.device or "cpu")
+            model, record = train_language_model(args.slm, args.slm_steps, device=args.device or "cpu",
+                                                 max_s=args.slm_max_s)
             torch.save(model.state_dict(), folder / "slm.pt")
             (folder / "slm.json").write_text(json.dumps(record, indent=2) + "\n")
             print(json.dumps(record), flush=True)
