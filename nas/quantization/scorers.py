@@ -248,7 +248,7 @@ class HessianScorer(SensitivityScorer):
         return self._sorted(problem, scores, probes=probes)
 
 
-def _greedy(names: Sequence[str], increment) -> tuple[list[str], dict[str, float]]:
+def greedy_order(names: Sequence[str], increment) -> tuple[list[str], dict[str, float]]:
     """Greedy order: repeatedly add the layer whose ``increment(chosen, candidate)`` is smallest."""
     chosen: list[str] = []
     scores: dict[str, float] = {}
@@ -277,7 +277,7 @@ def second_order_orders(names: Sequence[str], first: np.ndarray, block: np.ndarr
             return linear[i] + 0.5 * block[i, i] + sum(block[i, index[c]] for c in chosen)
 
         suffix = "_with_gradient" if gradient else ""
-        orders["interlayer" + suffix] = _greedy(names, increment)[0]
+        orders["interlayer" + suffix] = greedy_order(names, increment)[0]
         orders["layerwise" + suffix] = sorted(names, key=lambda name: (increment([], name), index[name]))
     return orders
 
@@ -298,7 +298,7 @@ class HessianInterlayerScorer(SensitivityScorer):
         index = {name: i for i, name in enumerate(problem.names)}
         # the first-order term is left out: the float model sits near a minimum of the loss it was trained on, and
         # g.dW on a few thousand calibration samples is mostly their noise (with it, the order lost to `hessian`)
-        layers, scores = _greedy(problem.names, lambda chosen, name: 0.5 * block[index[name], index[name]] + sum(
+        layers, scores = greedy_order(problem.names, lambda chosen, name: 0.5 * block[index[name], index[name]] + sum(
             block[index[name], index[c]] for c in chosen))
         problem.log(f"hessian_interlayer: {n} Hessian-vector products for the {n}x{n} cross-layer block matrix")
         return Ordering(self.name, layers, scores, {"hessian_vector_products": n, "first_order": first.tolist(),
@@ -315,11 +315,11 @@ class MeasuredGreedyScorer(SensitivityScorer):
                 state["base"], state["chosen"] = problem.divergence(chosen), len(chosen)
             return problem.divergence(chosen + [name]) - state["base"]
 
-        layers, scores = _greedy(problem.names, increment)
+        layers, scores = greedy_order(problem.names, increment)
         evaluations = len(layers) * (len(layers) + 1) // 2
         problem.log(f"measured_greedy: {evaluations} simulated evaluations")
         return Ordering(self.name, layers, scores, {"simulated_evaluations": evaluations})
 
 
 __all__ = ["DEFAULT_SCORER", "ImageSensitivityProblem", "Ordering", "SCORERS", "SensitivityProblem", "SensitivityScorer",
-           "get_scorer", "hutchinson_traces", "list_scorers", "second_order_orders"]
+           "get_scorer", "greedy_order", "hutchinson_traces", "list_scorers", "second_order_orders"]
