@@ -16,7 +16,10 @@ For each:
    the orders ``hessian_interlayer``'s own terms give without its
    cross-layer blocks (``layerwise``: what the inter-layer term is measured
    against) and with the first-order term ``g.dW`` added
-   (``..._with_gradient``);
+   (``..._with_gradient``); and two latency-aware orders, ``hessian`` and
+   ``hessian_interlayer``'s increments divided by the layer's weight count
+   (``..._per_weight``: 4-bit weights save time in proportion to the
+   weights read);
 2. test bits per byte with the first k layers in int4 at a grid of k, for
    each ordering (ONNX Runtime, the quantized decode graph stepped token by
    token over fixed windows of the test split); the area under the curve
@@ -59,10 +62,10 @@ SEARCH_ORDERINGS = ("weight_error", "hessian", "hessian_interlayer")
 VARIANTS = ("layerwise", "interlayer_with_gradient", "layerwise_with_gradient")
 #: latency budgets for "bits per byte at the same latency", as shares of the way from all-int4 to float32
 BUDGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-VALIDATION_WINDOWS = (16, 96)
+VALIDATION_WINDOWS = (16, 96)  # what nas quantize decides on (nas.quantization.language.WINDOWS, CONTEXT)
 #: what each scorer's ordering cost, as its info records it
 COSTS = (("probes", "Hutchinson probes"), ("hessian_vector_products", "Hessian-vector products"),
-         ("simulated_evaluations", "simulated evaluations"))  # what nas quantize decides on (nas.quantization.language.WINDOWS, CONTEXT)
+         ("simulated_evaluations", "simulated evaluations"))
 
 
 def log(message: str) -> None:
@@ -93,7 +96,7 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int]) -> di
     import onnx
 
     from nas.quantization.language_sensitivity import language_sensitivity_problem
-    from nas.quantization.scorers import get_scorer, second_order_orders
+    from nas.quantization.scorers import get_scorer, greedy_order, second_order_orders
 
     weights = matmul_weights(onnx.load(str(folder / "decode.onnx")))
     scores = {name: int4_error(w) for name, w in weights.items()}
@@ -117,6 +120,15 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int]) -> di
     assert variants["interlayer"] == orderings["hessian_interlayer"]
     for variant in VARIANTS:
         orderings[variant] = variants[variant]
+    # latency-aware: 4-bit weights save time in proportion to the weights read, so the loss per weight decides
+    size = {name: w.size for name, w in weights.items()}
+    position = {name: i for i, name in enumerate(weights)}
+    hessian = kept["hessian"]["scores"]
+    orderings["hessian_per_weight"] = sorted(weights, key=lambda name: (hessian[name] / size[name], position[name]))
+    block = np.array(info["block"])
+    orderings["interlayer_per_weight"] = greedy_order(list(weights), lambda chosen, name: (
+        0.5 * block[position[name], position[name]] + sum(block[position[name], position[c]] for c in chosen))
+        / size[name])[0]
     for seed in seeds:
         orderings[f"random:{seed}"] = [str(x) for x in np.random.default_rng(seed).permutation(list(weights))]
     return orderings
@@ -322,7 +334,7 @@ def tables(records: list[dict], command: str) -> str:
         section, summary = model_tables(record, command)
         sections += section
         for name in ("weight_error", "hessian", "layerwise", "hessian_interlayer", "layerwise_with_gradient",
-                     "interlayer_with_gradient", "measured_greedy"):
+                     "interlayer_with_gradient", "measured_greedy", "hessian_per_weight", "interlayer_per_weight"):
             lines.append(f"| `{summary['arch']}` | {summary['span']:+.4f} | {name} | {summary['auc'][name]:.4f} | "
                          f"{summary['at_latency'][name]:.4f} | {summary['at_fitted'][name]:.4f} |")
         lines.append(f"| `{summary['arch']}` | | random (median) | {summary['random_auc']:.4f} | "

@@ -68,8 +68,9 @@ class LanguageSensitivityProblem(SensitivityProblem):
     """An ``slm`` language model's MatMul layers under 4-bit weight-only quantization.
 
     ``model`` is the float :class:`nas.search_space.slm.model.SmallLanguageModel`
-    (not modified; ``None`` for scorers that read the weights alone), ``weights`` the decode graph's MatMul weights ``[K, N]``
-    by node name (:func:`nas.quantization.language.matmul_weights`),
+    (not modified; ``None`` for scorers that read the weights alone), ``weights``
+    the decode graph's MatMul weights ``[K, N]`` by node name
+    (:func:`nas.quantization.language.matmul_weights`),
     ``tokens`` the calibration windows ``[B, T + 1]``."""
 
     model: nn.Module | None

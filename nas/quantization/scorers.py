@@ -187,8 +187,8 @@ class WeightErrorScorer(SensitivityScorer):
     needs_graph = False
 
     def order(self, problem):
-        scores = {name: float(problem.perturbation(name).pow(2).sum() / problem.weight(name).pow(2).sum().clamp(min=1e-30))
-                  for name in problem.names}
+        scores = {name: float(problem.perturbation(name).pow(2).sum()
+                              / problem.weight(name).pow(2).sum().clamp(min=1e-30)) for name in problem.names}
         return self._sorted(problem, scores)
 
 
@@ -321,5 +321,5 @@ class MeasuredGreedyScorer(SensitivityScorer):
         return Ordering(self.name, layers, scores, {"simulated_evaluations": evaluations})
 
 
-__all__ = ["DEFAULT_SCORER", "ImageSensitivityProblem", "Ordering", "SCORERS", "SensitivityProblem", "SensitivityScorer",
-           "get_scorer", "greedy_order", "hutchinson_traces", "list_scorers", "second_order_orders"]
+__all__ = ["DEFAULT_SCORER", "ImageSensitivityProblem", "Ordering", "SCORERS", "SensitivityProblem",
+           "SensitivityScorer", "get_scorer", "greedy_order", "hutchinson_traces", "list_scorers", "second_order_orders"]
