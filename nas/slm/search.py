@@ -67,7 +67,7 @@ SEED_LAYOUTS = (
     # Mamba2-majority hybrids led by a Mamba2 stage, attention or DeltaNet once in the middle stage. After the
     # search's short training runs the first mixer decides most: at width 96 (40,960 bytes) the paper's
     # D-first layout scored 3.93 bits/byte, pure Mamba2 3.49 and the first of these 3.41
-    # (experiments/results/slm_search.md); uniform samples rarely start with Mamba2 and keep it a majority
+    # (experiments/results/slm_mixer_placement.md); a uniform sample starts with Mamba2 once in five draws
     "M2 F M2 F M2 F M2 F | A F M2 F M2 F M2 F | -",
     "M2 F M2 F M2 F M2 F | D F M2 F M2 F M2 F | -",
 )
