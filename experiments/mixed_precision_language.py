@@ -15,11 +15,13 @@ For each:
    PyTorch with the int4 weights), and ``random`` over several seeds; beside them
    the orders ``hessian_interlayer``'s own terms give without its
    cross-layer blocks (``layerwise``: what the inter-layer term is measured
-   against) and with the first-order term ``g.dW`` added
-   (``..._with_gradient``); and two latency-aware orders, ``hessian`` and
-   ``hessian_interlayer``'s increments divided by the layer's weight count
-   (``..._per_weight``: 4-bit weights save time in proportion to the
-   weights read);
+   against); ``hessian_interlayer`` and ``layerwise`` on the usual 16
+   calibration windows (``..._16_windows``) against the larger calibration
+   set of ``--interlayer-windows``; from the 16-window terms, the orders
+   with the first-order term ``g.dW`` added (``..._with_gradient``); and two
+   latency-aware orders, ``hessian`` and ``hessian_interlayer``'s 16-window
+   increments divided by the layer's weight count (``..._per_weight``:
+   4-bit weights save time in proportion to the weights read);
 2. test bits per byte with the first k layers in int4 at a grid of k, for
    each ordering (ONNX Runtime, the quantized decode graph stepped token by
    token over fixed windows of the test split); the area under the curve
@@ -32,6 +34,10 @@ For each:
    test bits per byte, latency against float32 and all-int4.
 
     nice -n 19 .venv/bin/python experiments/mixed_precision_language.py --work /tmp/mpwork2 /tmp/mpwork3
+
+``hessian`` and ``measured_greedy`` score on 16 calibration windows x 128
+bytes of the validation split; ``hessian_interlayer`` averages its block
+matrix over ``--interlayer-windows`` windows in batches of 16.
 """
 
 from __future__ import annotations
@@ -54,12 +60,19 @@ from results_file import machine_line, write_keeping_reading  # noqa: E402  (bes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mixed_precision_language.md"
 TOLERANCES = ["0.02bpb", "0.05bpb", "2%"]
-#: orderings computed by the scorers on the model in PyTorch, and the searches run over each
-MODEL_SCORERS = ("hessian", "hessian_interlayer", "measured_greedy")
+#: orderings computed by the scorers on the model in PyTorch: (scorer, calibration windows; None: --interlayer-windows)
+MODEL_SCORERS = {"hessian": ("hessian", 16), "hessian_interlayer": ("hessian_interlayer", None),
+                 "hessian_interlayer_16_windows": ("hessian_interlayer", 16),
+                 "measured_greedy": ("measured_greedy", 16)}
+#: the searches run over each of these orders
 SEARCH_ORDERINGS = ("weight_error", "hessian", "hessian_interlayer")
-#: orders from hessian_interlayer's own first-order terms and block matrix (no further Hessian-vector products):
-#: without the cross-layer blocks, and with the gradient term
-VARIANTS = ("layerwise", "interlayer_with_gradient", "layerwise_with_gradient")
+#: orders from hessian_interlayer's 16-window first-order terms and block matrix (no further Hessian-vector
+#: products): with the gradient term
+VARIANTS = ("interlayer_with_gradient", "layerwise_with_gradient")
+#: the rows of the summary table
+SUMMARY = ("weight_error", "hessian", "layerwise", "hessian_interlayer", "layerwise_16_windows",
+           "hessian_interlayer_16_windows", "layerwise_with_gradient", "interlayer_with_gradient", "measured_greedy",
+           "hessian_per_weight", "interlayer_per_weight")
 #: latency budgets for "bits per byte at the same latency", as shares of the way from all-int4 to float32
 BUDGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 VALIDATION_WINDOWS = (16, 96)  # what nas quantize decides on (nas.quantization.language.WINDOWS, CONTEXT)
@@ -91,7 +104,8 @@ def load_model(folder: Path):
     return model.eval()
 
 
-def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int]) -> dict[str, list[str]]:
+def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int],
+                     interlayer_windows: int) -> dict[str, list[str]]:
     """Every ordering of the benchmark; the model's scorers run once and are kept in ``record``."""
     import onnx
 
@@ -102,22 +116,35 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int]) -> di
     scores = {name: int4_error(w) for name, w in weights.items()}
     orderings = {"weight_error": sorted(weights, key=lambda name: scores[name])}
     kept = record.setdefault("scorers", {})
-    missing = [name for name in MODEL_SCORERS if name not in kept or name == "hessian_interlayer"
-               and "block" not in kept[name]["info"]]
-    if missing:
-        problem = language_sensitivity_problem(load_model(folder), folder / "decode.onnx", corpus.validation,
-                                               progress=True)
-        for name in missing:
-            started = time.time()
-            ordering = get_scorer(name).order(problem)
-            kept[name] = {"layers": ordering.layers, "scores": ordering.scores, "info": ordering.info,
-                          "wall_s": round(time.time() - started, 1)}
-            log(f"{folder.name}: {name} in {kept[name]['wall_s']} s")
-    for name in MODEL_SCORERS:
-        orderings[name] = kept[name]["layers"]
-    info = kept["hessian_interlayer"]["info"]
+    old = kept.get("hessian_interlayer", {}).get("info", {})
+    if "block" in old and "calibration_windows" not in old:  # kept before the windows were recorded: 16 of them
+        old["calibration_windows"] = 16
+        kept.setdefault("hessian_interlayer_16_windows", kept.pop("hessian_interlayer"))
+    runs = {key: (scorer, windows or interlayer_windows) for key, (scorer, windows) in MODEL_SCORERS.items()}
+    missing = [key for key, (_, windows) in runs.items()
+               if key not in kept or kept[key]["info"].get("calibration_windows", 16) != windows]
+    model, problems = None, {}
+    for key in missing:
+        scorer, windows = runs[key]
+        if windows not in problems:
+            model = model or load_model(folder)
+            problems[windows] = language_sensitivity_problem(model, folder / "decode.onnx", corpus.validation,
+                                                             windows=windows, progress=True)
+        started = time.time()
+        ordering = get_scorer(scorer).order(problems[windows])
+        kept[key] = {"layers": ordering.layers, "scores": ordering.scores,
+                     "info": {**ordering.info, "calibration_windows": windows},
+                     "wall_s": round(time.time() - started, 1)}
+        log(f"{folder.name}: {key} in {kept[key]['wall_s']} s")
+    for key in MODEL_SCORERS:
+        orderings[key] = kept[key]["layers"]
+    for key, suffix in (("hessian_interlayer", ""), ("hessian_interlayer_16_windows", "_16_windows")):
+        info = kept[key]["info"]
+        terms = second_order_orders(list(weights), np.array(info["first_order"]), np.array(info["block"]))
+        assert terms["interlayer"] == orderings[key]
+        orderings["layerwise" + suffix] = terms["layerwise"]
+    info = kept["hessian_interlayer_16_windows"]["info"]
     variants = second_order_orders(list(weights), np.array(info["first_order"]), np.array(info["block"]))
-    assert variants["interlayer"] == orderings["hessian_interlayer"]
     for variant in VARIANTS:
         orderings[variant] = variants[variant]
     # latency-aware: 4-bit weights save time in proportion to the weights read, so the loss per weight decides
@@ -134,7 +161,7 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int]) -> di
     return orderings
 
 
-def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int]) -> dict:
+def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int], interlayer_windows: int) -> dict:
     from nas.slm.corpus import load_corpus
 
     folder = work / "slm"
@@ -143,7 +170,7 @@ def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int]
     record = json.loads(cache.read_text()) if cache.is_file() else {}
     record["training"] = json.loads((folder / "slm.json").read_text())
     corpus = load_corpus()
-    orderings = scorer_orderings(folder, record, corpus, seeds)
+    orderings = scorer_orderings(folder, record, corpus, seeds, interlayer_windows)
     cache.write_text(json.dumps(record, indent=1))
     n = len(orderings["weight_error"])
     ks = grid(n, points)
@@ -262,9 +289,9 @@ def model_tables(record: dict, command: str) -> tuple[list[str], dict]:
              f"({record.get('timing_machine', '')}).", "",
              f"float32: test {float_bpb:.4f} bits/byte, {float_ms:.3f} ms/token; all-int4: test {int4_bpb:.4f} "
              f"bits/byte ({int4_bpb - float_bpb:+.4f}), {int4_ms:.3f} ms/token ({1 - int4_ms / float_ms:.1%} lower).",
-             "", "Scorers (calibration: 16 windows x 128 bytes of the validation split, PyTorch, 1 thread, wall "
+             "", "Scorers (calibration: windows x 128 bytes of the validation split, PyTorch, 1 thread, wall "
                  "time under the load of the run): " + "; ".join(
-                 f"`{name}` {s['wall_s']:.0f} s, " + ", ".join(f"{s['info'][key]} {what}" for key, what in COSTS
+                 f"`{name}` {s['info'].get('calibration_windows', 16)} windows, {s['wall_s']:.0f} s, " + ", ".join(f"{s['info'][key]} {what}" for key, what in COSTS
                                                               if key in s["info"]) for name, s in scorers.items()) + ".",
              "",
              "### Test bits per byte with the first k layers of each ordering in int4 (lower is better)", "",
@@ -333,8 +360,7 @@ def tables(records: list[dict], command: str) -> str:
     for record in records:
         section, summary = model_tables(record, command)
         sections += section
-        for name in ("weight_error", "hessian", "layerwise", "hessian_interlayer", "layerwise_with_gradient",
-                     "interlayer_with_gradient", "measured_greedy", "hessian_per_weight", "interlayer_per_weight"):
+        for name in SUMMARY:
             lines.append(f"| `{summary['arch']}` | {summary['span']:+.4f} | {name} | {summary['auc'][name]:.4f} | "
                          f"{summary['at_latency'][name]:.4f} | {summary['at_fitted'][name]:.4f} |")
         lines.append(f"| `{summary['arch']}` | | random (median) | {summary['random_auc']:.4f} | "
@@ -349,11 +375,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4, 5, 6, 7])
     parser.add_argument("--points", type=int, default=10, help="grid points of the int4-layers curve")
     parser.add_argument("--test-windows", type=int, nargs=2, default=[64, 256], metavar=("WINDOWS", "BYTES"))
+    parser.add_argument("--interlayer-windows", type=int, default=64,
+                        help="calibration windows (x 128 bytes, batches of 16) of hessian_interlayer's block matrix")
     args = parser.parse_args(argv)
+    if args.interlayer_windows < 1:
+        parser.error("--interlayer-windows must be at least 1")
     import torch
 
     torch.set_num_threads(1)
-    records = [run(Path(work), args.seeds, args.points, tuple(args.test_windows)) for work in args.work]
+    records = [run(Path(work), args.seeds, args.points, tuple(args.test_windows), args.interlayer_windows)
+               for work in args.work]
     text = tables(records, " ".join(argv if argv is not None else sys.argv[1:]))
     print(text)
     write_keeping_reading(RESULTS, text)

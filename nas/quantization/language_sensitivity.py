@@ -33,8 +33,10 @@ from nas.errors import UserInputError
 from nas.quantization.scorers import SensitivityProblem
 from nas.quantization.simulate import quantize_int4_blockwise
 
-#: calibration windows and bytes predicted in each (one Hessian-vector product is a double backward over them)
+#: calibration windows and bytes predicted in each
 CALIBRATION_WINDOWS, CALIBRATION_CONTEXT = 16, 128
+#: windows per calibration batch (one Hessian-vector product is a double backward over a batch)
+BATCH_WINDOWS = 16
 
 
 def calibration_windows(data: np.ndarray, windows: int = CALIBRATION_WINDOWS, context: int = CALIBRATION_CONTEXT,
@@ -71,13 +73,15 @@ class LanguageSensitivityProblem(SensitivityProblem):
     (not modified; ``None`` for scorers that read the weights alone), ``weights``
     the decode graph's MatMul weights ``[K, N]`` by node name
     (:func:`nas.quantization.language.matmul_weights`),
-    ``tokens`` the calibration windows ``[B, T + 1]``."""
+    ``tokens`` the calibration windows ``[B, T + 1]``, split into batches of
+    ``batch_windows`` for the loss."""
 
     model: nn.Module | None
     weights: dict[str, np.ndarray]
     tokens: torch.Tensor
     progress: bool = False
     block_size: int = 32
+    batch_windows: int = BATCH_WINDOWS
     _parameters: dict[str, str] = field(init=False, repr=False)
     _float: dict[str, torch.Tensor] = field(init=False, repr=False)
     _heads: set[str] = field(init=False, repr=False)
@@ -105,9 +109,18 @@ class LanguageSensitivityProblem(SensitivityProblem):
     def perturbation(self, name):
         return quantize_int4_blockwise(self._float[name], self.block_size) - self._float[name]
 
-    def logits(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits ``[B, T, 256]`` of the calibration windows with the layers in ``weights`` (node name ->
-        ``[K, N]``) replaced."""
+    @property
+    def calibration_batches(self):
+        return max(1, -(-len(self.tokens) // self.batch_windows))
+
+    def _windows(self, batch: int | None) -> torch.Tensor:
+        if batch is None:
+            return self.tokens
+        return self.tokens[batch * self.batch_windows:(batch + 1) * self.batch_windows]
+
+    def logits(self, weights: dict[str, torch.Tensor], batch: int | None = None) -> torch.Tensor:
+        """Logits ``[B, T, 256]`` of the calibration windows (of batch ``batch``; all of them with
+        ``None``) with the layers in ``weights`` (node name -> ``[K, N]``) replaced."""
         if self.model is None:
             raise UserInputError("this scorer runs the language model: its PyTorch weights are needed")
         replaced = {self._parameters[node]: w.t() for node, w in weights.items() if node not in self._heads}
@@ -116,15 +129,15 @@ class LanguageSensitivityProblem(SensitivityProblem):
         hook = self.model.final_norm.register_forward_hook(lambda module, args, out: normed.append(out)) \
             if heads else None
         try:
-            logits = torch.func.functional_call(self.model, replaced, (self.tokens[:, :-1],))
+            logits = torch.func.functional_call(self.model, replaced, (self._windows(batch)[:, :-1],))
         finally:
             if hook is not None:
                 hook.remove()
         return normed[0] @ heads[0] if heads else logits
 
-    def loss(self, weights):
-        logits = self.logits(weights)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.tokens[:, 1:].reshape(-1))
+    def loss(self, weights, batch=0):
+        logits = self.logits(weights, batch)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self._windows(batch)[:, 1:].reshape(-1))
 
     @torch.no_grad()
     def divergence(self, layers: Sequence[str]) -> float:

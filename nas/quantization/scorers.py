@@ -18,11 +18,14 @@ reads the order. Scorers are found by name in :data:`SCORERS`:
   that layer-wise scores drop, ``dL(S) = 1/2 sum_{i,j in S} dW_i^T H_ij
   dW_j`` (the first-order term ``g.dW`` left out, as HAWQ does: at a
   trained minimum it is calibration noise), built exactly from one
-  Hessian-vector product per layer (``H dW_j`` gives column ``j`` of the
-  block matrix ``M_ij = dW_i^T H_ij dW_j``); the order is greedy on it:
-  each next layer is the one whose addition to the layers already chosen
-  raises ``dL`` least, so layers whose errors cancel go together and
-  layers whose errors compound are kept apart;
+  Hessian-vector product per layer and calibration batch (``H dW_j``
+  gives column ``j`` of the block matrix ``M_ij = dW_i^T H_ij dW_j``,
+  averaged over the problem's calibration batches); the order is built
+  the way the curve is read, one prefix at a time: each next layer ``i``
+  is the one whose addition to the chosen set ``S`` raises ``dL`` least,
+  ``1/2 dW_i^T H_ii dW_i + dW_i^T sum_{j in S} H_ij dW_j``, so layers
+  whose errors cancel go together and layers whose errors compound are
+  kept apart;
 - ``measured_greedy``: the same greedy order, but each increment is
   measured: the simulated model's KL divergence from the float model on
   the calibration images (no labels needed) with the chosen layers plus
@@ -82,10 +85,15 @@ class SensitivityProblem(abc.ABC):
     def perturbation(self, name: str) -> torch.Tensor:
         """``Q(W) - W`` of layer ``name`` under the low precision (the weight's shape)."""
 
+    @property
+    def calibration_batches(self) -> int:
+        """How many batches the calibration data is split into (each one double backward's worth)."""
+        return 1
+
     @abc.abstractmethod
-    def loss(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Calibration loss (nats) with the layers named in ``weights`` replaced by those tensors
-        (the rest float); differentiable twice in them."""
+    def loss(self, weights: dict[str, torch.Tensor], batch: int = 0) -> torch.Tensor:
+        """Calibration loss (nats) on calibration batch ``batch`` with the layers named in ``weights``
+        replaced by those tensors (the rest float); differentiable twice in them."""
 
     @abc.abstractmethod
     def divergence(self, layers: Sequence[str]) -> float:
@@ -108,7 +116,7 @@ class ImageSensitivityProblem(SensitivityProblem):
     images: torch.Tensor
     labels: torch.Tensor
     progress: bool = False
-    #: calibration images the loss is averaged over (each Hessian-vector product is a double backward over them)
+    #: calibration images per batch of the loss (each Hessian-vector product is a double backward over them)
     max_images: int = 128
     _reference: torch.Tensor | None = field(default=None, init=False, repr=False)
 
@@ -125,10 +133,15 @@ class ImageSensitivityProblem(SensitivityProblem):
     def perturbation(self, name):
         return self.simulator.perturbation(name)
 
-    def loss(self, weights):
+    @property
+    def calibration_batches(self):
+        return max(1, math.ceil(len(self.images) / self.max_images))
+
+    def loss(self, weights, batch=0):
         replaced = {self._initializer(name): value for name, value in weights.items()}
-        logits = self.graph(self.images[:self.max_images], replaced)
-        return F.cross_entropy(logits, self.labels[:self.max_images])
+        rows = slice(batch * self.max_images, (batch + 1) * self.max_images)
+        logits = self.graph(self.images[rows], replaced)
+        return F.cross_entropy(logits, self.labels[rows])
 
     @torch.no_grad()
     def divergence(self, layers):
@@ -193,15 +206,15 @@ class WeightErrorScorer(SensitivityScorer):
 
 
 class _SecondOrder:
-    """Gradient and Hessian-vector products of the calibration loss with
-    respect to the layers' weights (one forward and backward, kept for
-    every product)."""
+    """Gradient and Hessian-vector products of the calibration loss on one
+    calibration batch with respect to the layers' weights (one forward and
+    backward, kept for every product)."""
 
-    def __init__(self, problem: SensitivityProblem):
+    def __init__(self, problem: SensitivityProblem, batch: int = 0):
         self.problem = problem
         self.names = problem.names
         self.params = [problem.weight(name).detach().clone().requires_grad_(True) for name in self.names]
-        loss = problem.loss(dict(zip(self.names, self.params)))
+        loss = problem.loss(dict(zip(self.names, self.params)), batch)
         self.grads = torch.autograd.grad(loss, self.params, create_graph=True)
 
     def hvp(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -215,7 +228,8 @@ def hutchinson_traces(problem: SensitivityProblem, second_order: _SecondOrder | 
     One Rademacher probe over all layers at once gives every layer's
     ``v_i^T (H v)_i`` (cross-layer terms average out). Probes continue until
     each layer's standard error is below ``tolerance`` times its estimate
-    (or ``max_probes``). Returns the traces and the probes used.
+    (or ``max_probes``). The loss is the first calibration batch's. Returns
+    the traces and the probes used.
     """
     second_order = second_order or _SecondOrder(problem)
     generator = torch.Generator().manual_seed(seed)
@@ -282,27 +296,41 @@ def second_order_orders(names: Sequence[str], first: np.ndarray, block: np.ndarr
     return orders
 
 
-@SCORERS.register("hessian_interlayer")
-class HessianInterlayerScorer(SensitivityScorer):
-    def order(self, problem):
-        second_order = _SecondOrder(problem)
-        deltas = [problem.perturbation(name) for name in problem.names]
-        n = len(deltas)
-        first = np.array([float((g.detach() * d).sum()) for g, d in zip(second_order.grads, deltas)])
-        block = np.zeros((n, n))  # block[i, j] = dW_i^T H_ij dW_j
+def second_order_terms(problem: SensitivityProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first-order terms ``g_i.dW_i`` and the symmetric block matrix ``dW_i^T H_ij dW_j`` of the
+    problem's layers (nats), each the mean over the calibration batches, and the block matrix's
+    standard error over them (zeros with one batch): one Hessian-vector product per layer and batch."""
+    deltas = [problem.perturbation(name) for name in problem.names]
+    n, batches = len(deltas), problem.calibration_batches
+    firsts, blocks = np.zeros((batches, n)), np.zeros((batches, n, n))
+    for b in range(batches):  # one batch's graph at a time: memory of one batch, not of all of them
+        second_order = _SecondOrder(problem, b)
+        firsts[b] = [float((g.detach() * d).sum()) for g, d in zip(second_order.grads, deltas)]
         for j in range(n):
             vectors = [d if k == j else torch.zeros_like(d) for k, d in enumerate(deltas)]
             products = second_order.hvp(vectors)
-            block[:, j] = [float((d * hv).sum()) for d, hv in zip(deltas, products)]
-        block = (block + block.T) / 2
+            blocks[b, :, j] = [float((d * hv).sum()) for d, hv in zip(deltas, products)]
+        del second_order
+    blocks = (blocks + blocks.transpose(0, 2, 1)) / 2
+    spread = blocks.std(axis=0, ddof=1) / math.sqrt(batches) if batches > 1 else np.zeros((n, n))
+    return firsts.mean(axis=0), blocks.mean(axis=0), spread
+
+
+@SCORERS.register("hessian_interlayer")
+class HessianInterlayerScorer(SensitivityScorer):
+    def order(self, problem):
+        first, block, spread = second_order_terms(problem)
+        n, batches = len(problem.names), problem.calibration_batches
         index = {name: i for i, name in enumerate(problem.names)}
         # the first-order term is left out: the float model sits near a minimum of the loss it was trained on, and
         # g.dW on a few thousand calibration samples is mostly their noise (with it, the order lost to `hessian`)
         layers, scores = greedy_order(problem.names, lambda chosen, name: 0.5 * block[index[name], index[name]] + sum(
             block[index[name], index[c]] for c in chosen))
-        problem.log(f"hessian_interlayer: {n} Hessian-vector products for the {n}x{n} cross-layer block matrix")
-        return Ordering(self.name, layers, scores, {"hessian_vector_products": n, "first_order": first.tolist(),
-                                                    "block": block.tolist()})
+        problem.log(f"hessian_interlayer: {n * batches} Hessian-vector products ({batches} calibration batches) for "
+                    f"the {n}x{n} cross-layer block matrix")
+        return Ordering(self.name, layers, scores, {"hessian_vector_products": n * batches,
+                                                    "calibration_batches": batches, "first_order": first.tolist(),
+                                                    "block": block.tolist(), "block_standard_error": spread.tolist()})
 
 
 @SCORERS.register("measured_greedy")
@@ -322,4 +350,5 @@ class MeasuredGreedyScorer(SensitivityScorer):
 
 
 __all__ = ["DEFAULT_SCORER", "ImageSensitivityProblem", "Ordering", "SCORERS", "SensitivityProblem",
-           "SensitivityScorer", "get_scorer", "greedy_order", "hutchinson_traces", "list_scorers", "second_order_orders"]
+           "SensitivityScorer", "get_scorer", "greedy_order", "hutchinson_traces", "list_scorers", "second_order_orders",
+           "second_order_terms"]

@@ -1,0 +1,61 @@
+"""The second-order scorer on the digits CNN: its greedy increments are the
+predicted loss change of adding a layer to the chosen set, and its block
+matrix averages the calibration batches."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from nas.quantization.pipeline import Quantizer, sensitivity_problem
+from nas.quantization.scorers import get_scorer, second_order_terms
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory, trained_onnx, digits):
+    quantizer = Quantizer(trained_onnx, digits, tmp_path_factory.mktemp("scorers"))
+    return sensitivity_problem(quantizer.recipe, quantizer.layers, digits.calibration)
+
+
+def hessian_times(problem, vectors: dict[str, torch.Tensor], batch: int = 0) -> dict[str, torch.Tensor]:
+    """``H v`` of the calibration loss by forward-over-reverse differentiation (not the scorer's route)."""
+    names = problem.names
+    weights = tuple(problem.weight(name).detach().clone() for name in names)
+
+    def gradient(*params):
+        return torch.func.grad(lambda p: problem.loss(dict(zip(names, p)), batch))(params)
+
+    _, product = torch.func.jvp(gradient, weights, tuple(vectors.get(n, torch.zeros_like(w))
+                                                         for n, w in zip(names, weights)))
+    return dict(zip(names, product))
+
+
+def test_each_increment_is_the_predicted_loss_change_of_adding_the_layer_to_those_chosen(problem):
+    ordering = get_scorer("hessian_interlayer").order(problem)
+    assert sorted(ordering.layers) == sorted(problem.names) and ordering.info["calibration_batches"] == 1
+    delta = {name: problem.perturbation(name) for name in problem.names}
+    for k, name in enumerate(ordering.layers):
+        chosen = ordering.layers[:k]
+        own = float((delta[name] * hessian_times(problem, {name: delta[name]})[name]).sum())
+        cross = float((delta[name] * hessian_times(problem, {c: delta[c] for c in chosen})[name]).sum()) \
+            if chosen else 0.0
+        assert ordering.scores[name] == pytest.approx(0.5 * own + cross, rel=1e-3, abs=1e-7)
+    # the increments add up to the predicted change of quantizing every layer, 1/2 dW^T H dW
+    everything = hessian_times(problem, delta)
+    total = 0.5 * sum(float((delta[n] * everything[n]).sum()) for n in problem.names)
+    assert sum(ordering.scores.values()) == pytest.approx(total, rel=1e-3, abs=1e-7)
+
+
+def test_the_block_matrix_averages_equal_calibration_batches(problem):
+    images = len(problem.images)
+    whole = dataclasses.replace(problem, max_images=images)
+    halves = dataclasses.replace(problem, max_images=images // 2)
+    assert whole.calibration_batches == 1 and halves.calibration_batches == 2
+    first, block, spread = second_order_terms(whole)
+    first_2, block_2, spread_2 = second_order_terms(halves)
+    # the mean loss of two equal batches is the loss of both together: the same terms, now with a spread
+    np.testing.assert_allclose(block_2, block, rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(first_2, first, rtol=1e-3, atol=1e-7)
+    assert not spread.any() and spread_2.shape == block.shape and spread_2.any()
+    assert np.allclose(block_2, block_2.T)
