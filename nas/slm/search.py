@@ -70,9 +70,10 @@ SEED_LAYOUTS = (
     # (experiments/results/slm_mixer_placement.md); a uniform sample starts with Mamba2 once in five draws
     "M2 F M2 F M2 F M2 F | A F M2 F M2 F M2 F | -",
     "M2 F M2 F M2 F M2 F | D F M2 F M2 F M2 F | -",
-    # attention twice in the middle stage (1:1): at width 224 it scored 2.940 bits/byte against 2.951 for
-    # one attention layer and 2.953 for pure Mamba2 (same training run, seed 0)
+    # attention or DeltaNet twice in the middle stage (1:1): at width 224 they scored 2.940 and 2.927
+    # bits/byte against 2.951 and 2.953 with one, 2.953 for pure Mamba2 (same training run, seed 0)
     "M2 F M2 F M2 F M2 F | A F M2 F A F M2 F | -",
+    "M2 F M2 F M2 F M2 F | D F M2 F D F M2 F | -",
 )
 
 
