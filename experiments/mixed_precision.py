@@ -9,7 +9,11 @@ official test images):
 
 1. the layers are ordered by every scorer (``random`` over several seeds,
    ``weight_error``, ``hessian``, ``hessian_interlayer``,
-   ``measured_greedy``);
+   ``measured_greedy``), and by ``hessian_interlayer``'s own terms without
+   its cross-layer blocks (``layerwise``: what the inter-layer term is
+   measured against) and with them as estimated, not shrunk by their
+   standard error over the calibration batches
+   (``hessian_interlayer_unshrunk``);
 2. accuracy versus number of int8 layers: for each ordering, the first k
    layers int8 at a grid of k, ONNX Runtime accuracy on the test split;
    area under that curve (mean accuracy over the grid's inner points);
@@ -42,10 +46,13 @@ from nas.quantization.bisection import SEARCHES, Tolerance, max_bisection_evalua
 from nas.quantization.data import load_quantization_data  # noqa: E402
 from nas.quantization.onnx_quant import integer_kernels  # noqa: E402
 from nas.quantization.pipeline import Quantizer, cpu_description, measure_latencies  # noqa: E402
+from nas.quantization.scorers import interlayer_order, second_order_orders  # noqa: E402
 from results_file import write_keeping_reading  # noqa: E402  (beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mixed_precision.md"
 SCORERS = ["weight_error", "hessian", "hessian_interlayer", "measured_greedy"]
+#: orders derived from a scorer's kept terms (no further work on the model), shown with the scorers
+DERIVED = ["layerwise", "hessian_interlayer_unshrunk"]
 TOLERANCES = ["0.5%", "1%"]
 
 
@@ -91,6 +98,15 @@ def run_model(name: str, work: Path, data, seeds: list[int], points: int) -> dic
             orderings[key] = {"layers": ordering.layers, "info": ordering.info, "seconds": time.time() - start}
             log(f"{name}: {key} ordered in {time.time() - start:.1f} s")
             cache.write_text(json.dumps(record, indent=1))
+        info = orderings["hessian_interlayer"]["info"]
+        # the block matrix is indexed in the problem's layer order, the quantizer's
+        derived = {"layerwise": second_order_orders(quantizer.layers, np.array(info["first_order"]),
+                                                    np.array(info["block"]))["layerwise"],
+                   "hessian_interlayer_unshrunk": interlayer_order(quantizer.layers, np.array(info["block"]))[0]}
+        for key, layers in derived.items():
+            if orderings.get(key, {}).get("layers") != layers:
+                orderings[key] = {"layers": layers, "info": {"from": "hessian_interlayer"}, "seconds": 0.0}
+                record.setdefault("curves", {}).pop(key, None)
 
         ks = grid(n, points)
         configs: dict[str, list[str]] = {}  # config id -> int8 layers
@@ -101,7 +117,7 @@ def run_model(name: str, work: Path, data, seeds: list[int], points: int) -> dic
             return key
 
         curves = record.setdefault("curves", {})
-        for key in SCORERS + [k for k in wanted if k not in SCORERS]:  # the scorers' curves first
+        for key in SCORERS + DERIVED + [k for k in wanted if k not in SCORERS]:  # the scorers' curves first
             order = orderings[key]["layers"]
             curve = curves.setdefault(key, {})
             for k in ks:
@@ -176,7 +192,7 @@ def tables(records: list[dict]) -> str:
         randoms = sorted((k for k in record["curves"] if k.startswith("random:") and all(
             ",".join(sorted(orderings[k]["layers"][:int(j)])) in timed for j in record["curves"][k])),
             key=lambda k: int(k[7:]))  # the random orderings of the last run
-        keys = randoms + SCORERS
+        keys = randoms + SCORERS + DERIVED
         header = "| ordering | " + " | ".join(f"k={k}" for k in ks) + " | AUC (inner mean) | ordering s |"
         lines += [header, "|" + "---|" * (len(ks) + 3)]
         for key in keys:

@@ -15,9 +15,12 @@ For each:
    PyTorch with the int4 weights), and ``random`` over several seeds; beside them
    the orders ``hessian_interlayer``'s own terms give without its
    cross-layer blocks (``layerwise``: what the inter-layer term is measured
-   against); ``hessian_interlayer`` and ``layerwise`` on the usual 16
-   calibration windows (``..._16_windows``) against the larger calibration
-   set of ``--interlayer-windows``; from the 16-window terms, the orders
+   against) and with its cross-layer terms as estimated, not shrunk by
+   their standard error (``hessian_interlayer_unshrunk``);
+   ``hessian_interlayer`` and ``layerwise`` on the usual 16 calibration
+   windows (one batch: nothing to shrink by; ``..._16_windows``) against
+   the larger calibration set of ``--interlayer-windows``; from the
+   16-window terms, the orders
    with the first-order term ``g.dW`` added (``..._with_gradient``); and two
    latency-aware orders, ``hessian`` and ``hessian_interlayer``'s 16-window
    increments divided by the layer's weight count (``..._per_weight``:
@@ -70,7 +73,8 @@ SEARCH_ORDERINGS = ("weight_error", "hessian", "hessian_interlayer")
 #: products): with the gradient term
 VARIANTS = ("interlayer_with_gradient", "layerwise_with_gradient")
 #: the rows of the summary table
-SUMMARY = ("weight_error", "hessian", "layerwise", "hessian_interlayer", "layerwise_16_windows",
+SUMMARY = ("weight_error", "hessian", "layerwise", "hessian_interlayer", "hessian_interlayer_unshrunk",
+           "layerwise_16_windows",
            "hessian_interlayer_16_windows", "layerwise_with_gradient", "interlayer_with_gradient", "measured_greedy",
            "hessian_per_weight", "interlayer_per_weight")
 #: latency budgets for "bits per byte at the same latency", as shares of the way from all-int4 to float32
@@ -110,7 +114,7 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int],
     import onnx
 
     from nas.quantization.language_sensitivity import language_sensitivity_problem
-    from nas.quantization.scorers import get_scorer, greedy_order, second_order_orders
+    from nas.quantization.scorers import get_scorer, greedy_order, interlayer_order, second_order_orders
 
     weights = matmul_weights(onnx.load(str(folder / "decode.onnx")))
     scores = {name: int4_error(w) for name, w in weights.items()}
@@ -136,12 +140,18 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int],
                      "info": {**ordering.info, "calibration_windows": windows},
                      "wall_s": round(time.time() - started, 1)}
         log(f"{folder.name}: {key} in {kept[key]['wall_s']} s")
+    info = kept["hessian_interlayer"]["info"]
+    if info.get("calibration_batches", 1) > 1 and "cross_terms" not in info:
+        # kept before the cross-layer terms were shrunk: the order again from the same terms, no new products
+        kept["hessian_interlayer"]["layers"], kept["hessian_interlayer"]["scores"] = interlayer_order(
+            list(weights), np.array(info["block"]), np.array(info["block_standard_error"]))
+        info["cross_terms"] = "shrunk"
     for key in MODEL_SCORERS:
         orderings[key] = kept[key]["layers"]
+    orderings["hessian_interlayer_unshrunk"] = interlayer_order(list(weights), np.array(info["block"]))[0]
     for key, suffix in (("hessian_interlayer", ""), ("hessian_interlayer_16_windows", "_16_windows")):
-        info = kept[key]["info"]
-        terms = second_order_orders(list(weights), np.array(info["first_order"]), np.array(info["block"]))
-        assert terms["interlayer"] == orderings[key]
+        terms = second_order_orders(list(weights), np.array(kept[key]["info"]["first_order"]),
+                                    np.array(kept[key]["info"]["block"]))
         orderings["layerwise" + suffix] = terms["layerwise"]
     info = kept["hessian_interlayer_16_windows"]["info"]
     variants = second_order_orders(list(weights), np.array(info["first_order"]), np.array(info["block"]))

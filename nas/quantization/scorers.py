@@ -25,7 +25,11 @@ reads the order. Scorers are found by name in :data:`SCORERS`:
   is the one whose addition to the chosen set ``S`` raises ``dL`` least,
   ``1/2 dW_i^T H_ii dW_i + dW_i^T sum_{j in S} H_ij dW_j``, so layers
   whose errors cancel go together and layers whose errors compound are
-  kept apart;
+  kept apart. Each cross-layer term is shrunk toward zero by its standard
+  error over the calibration batches (``M_ij max(0, 1 - se_ij^2 /
+  M_ij^2)``): on a language model most of them are smaller than their
+  own batch-to-batch spread, and an order built on that noise is worse
+  than the layer-wise one;
 - ``measured_greedy``: the same greedy order, but each increment is
   measured: the simulated model's KL divergence from the float model on
   the calibration images (no labels needed) with the chosen layers plus
@@ -316,21 +320,42 @@ def second_order_terms(problem: SensitivityProblem) -> tuple[np.ndarray, np.ndar
     return firsts.mean(axis=0), blocks.mean(axis=0), spread
 
 
+def shrink_cross_terms(block: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """``block`` with each cross-layer term (off the diagonal) multiplied by ``max(0, 1 - se^2 / m^2)``,
+    ``se`` its standard error (``spread``): a term within one standard error of zero is dropped, one
+    far outside it kept (the positive-part James-Stein factor of a single noisy estimate)."""
+    block, spread = np.asarray(block, dtype=float), np.asarray(spread, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(block != 0, np.clip(1 - spread ** 2 / block ** 2, 0, 1), 0.0)
+    np.fill_diagonal(factor, 1.0)
+    return block * factor
+
+
+def interlayer_order(names: Sequence[str], block: np.ndarray, spread: np.ndarray | None = None
+                     ) -> tuple[list[str], dict[str, float]]:
+    """The greedy order on the quadratic loss change of the chosen set, from the block matrix and its
+    standard error (cross-layer terms shrunk by it; ``None``: as they are), and each layer's increment."""
+    block = shrink_cross_terms(block, spread) if spread is not None else np.asarray(block, dtype=float)
+    index = {name: i for i, name in enumerate(names)}
+    return greedy_order(names, lambda chosen, name: 0.5 * block[index[name], index[name]] + sum(
+        block[index[name], index[c]] for c in chosen))
+
+
 @SCORERS.register("hessian_interlayer")
 class HessianInterlayerScorer(SensitivityScorer):
     def order(self, problem):
         first, block, spread = second_order_terms(problem)
         n, batches = len(problem.names), problem.calibration_batches
-        index = {name: i for i, name in enumerate(problem.names)}
         # the first-order term is left out: the float model sits near a minimum of the loss it was trained on, and
-        # g.dW on a few thousand calibration samples is mostly their noise (with it, the order lost to `hessian`)
-        layers, scores = greedy_order(problem.names, lambda chosen, name: 0.5 * block[index[name], index[name]] + sum(
-            block[index[name], index[c]] for c in chosen))
+        # g.dW on a few thousand calibration samples is mostly their noise (with it, the order lost to `hessian`);
+        # with one batch there is no spread to shrink by, and the cross-layer terms are taken as they are
+        layers, scores = interlayer_order(problem.names, block, spread if batches > 1 else None)
         problem.log(f"hessian_interlayer: {n * batches} Hessian-vector products ({batches} calibration batches) for "
                     f"the {n}x{n} cross-layer block matrix")
         return Ordering(self.name, layers, scores, {"hessian_vector_products": n * batches,
                                                     "calibration_batches": batches, "first_order": first.tolist(),
-                                                    "block": block.tolist(), "block_standard_error": spread.tolist()})
+                                                    "block": block.tolist(), "block_standard_error": spread.tolist(),
+                                                    "cross_terms": "shrunk" if batches > 1 else "as estimated"})
 
 
 @SCORERS.register("measured_greedy")
@@ -350,5 +375,5 @@ class MeasuredGreedyScorer(SensitivityScorer):
 
 
 __all__ = ["DEFAULT_SCORER", "ImageSensitivityProblem", "Ordering", "SCORERS", "SensitivityProblem",
-           "SensitivityScorer", "get_scorer", "greedy_order", "hutchinson_traces", "list_scorers", "second_order_orders",
-           "second_order_terms"]
+           "SensitivityScorer", "get_scorer", "greedy_order", "hutchinson_traces", "interlayer_order", "list_scorers",
+           "second_order_orders", "second_order_terms", "shrink_cross_terms"]
