@@ -228,6 +228,7 @@ class DecodeTiming:
         self.store = store
         self.progress = progress
         self.records: list[tuple[str, Any]] = []  # (role, LatencyMeasurement)
+        self.reference_samples: dict[str, float] = {}
         self.predictor: CalibratedPredictor | None = None
         self.predictor_source = ""
         self.reference_source = ""
@@ -239,15 +240,22 @@ class DecodeTiming:
         self.records += [(role, r) for r in records]
         return records
 
-    def adapted_predictor(self) -> CalibratedPredictor:
-        """Measure the references and adapt the predictor on them."""
+    def adapted_predictor(self, pinned: dict[str, Any] | None = None) -> CalibratedPredictor:
+        """Measure the references and adapt the predictor on them; with ``pinned`` (what
+        :meth:`sizing` returned in an earlier run) adapt on those latencies instead, measuring nothing."""
         from nas.profilers.protocol import check_runtime_settings  # noqa: F401  (fails early on bad settings)
 
         space = get_space(SPACE)
-        references = self.references or reference_archs()
-        records = self._measure(references, "reference")
-        samples = {space.to_string(a): r.latency_ms for a, r in zip(references, records)}
-        reused = sum(getattr(r, "source", "") == "stored" for r in records)
+        if pinned is not None:
+            samples = {arch: float(ms) for arch, ms in pinned["samples"].items()}
+            self._pinned_share = float(pinned["spread_share"])
+            reused = len(samples)
+        else:
+            references = self.references or reference_archs()
+            records = self._measure(references, "reference")
+            samples = {space.to_string(a): r.latency_ms for a, r in zip(references, records)}
+            reused = sum(getattr(r, "source", "") == "stored" for r in records)
+        self.reference_samples = dict(samples)
         base, self.predictor_source = base_predictor(self.context)
         try:
             self.predictor = CalibratedPredictor(base).adapt(samples)
@@ -257,9 +265,18 @@ class DecodeTiming:
             self.predictor = CalibratedPredictor(fallback).adapt(samples)
             self.predictor_source = (f"fit of layer count and MACs on the reference measurements "
                                      f"({self.predictor_source} could not adapt: {error})")
-        self.reference_source = (f"{len(samples)} reference architectures measured"
-                                 + (f", {reused} of them reused from the store" if reused else ""))
+        if pinned is not None:
+            self.reference_source = (f"{len(samples)} reference latencies recorded by the run this one resumes "
+                                     f"(sized as it was)")
+        else:
+            self.reference_source = (f"{len(samples)} reference architectures measured"
+                                     + (f", {reused} of them reused from the store" if reused else ""))
         return self.predictor
+
+    def sizing(self) -> dict[str, Any]:
+        """What sizes candidates: the reference latencies the predictor was adapted on and the
+        spread share (JSON-ready; :meth:`adapted_predictor` takes it back as ``pinned``)."""
+        return {"samples": dict(self.reference_samples), "spread_share": self.spread_share}
 
     def measure(self, arch: str):
         """Measure one finalist; the predictor learns from it."""
@@ -282,6 +299,9 @@ class DecodeTiming:
     def spread_share(self) -> float:
         """The measured spread expected of a layout on this device, as a share of
         its latency: the median of ``spread_ms / latency_ms`` over the references."""
+        pinned = getattr(self, "_pinned_share", None)
+        if pinned is not None:
+            return pinned
         shares = [r.spread_ms / r.latency_ms for role, r in self.records if role == "reference" and r.latency_ms > 0]
         return float(np.median(shares)) if shares else 0.0
 

@@ -291,7 +291,27 @@ class _WorkFolder:
             self.log.unlink()
             for old in path.glob("*.pt"):
                 old.unlink()
+        if not resume:
+            self.sizing_file.unlink(missing_ok=True)
         self.resumed = len(self.records)
+
+    @property
+    def sizing_file(self) -> Path:
+        return self.path / "sizing.json"
+
+    def sizing(self) -> dict[str, Any] | None:
+        """What sized the candidates of the interrupted run (reference latencies and spread share), if
+        it was recorded under this configuration."""
+        try:
+            entry = json.loads(self.sizing_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return entry if entry.get("fingerprint") == self.fingerprint else None
+
+    def save_sizing(self, sizing: dict[str, Any]) -> None:
+        partial = self.sizing_file.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(dict(sizing, fingerprint=self.fingerprint)))
+        partial.replace(self.sizing_file)  # atomic: a worker sharing the folder never reads half a file
 
     def save(self, record: CandidateRecord, model: torch.nn.Module | None, sized: bool = False) -> None:
         if model is not None:
@@ -400,8 +420,17 @@ def search_slm(device: str | Device, latency: str | float, *, config: SlmSearchC
 
     timing = decode_latency.DecodeTiming(device, context=config.context, store=store, progress=progress,
                                          references=references)
-    say(f"measuring the reference architectures on {device.name} (decode after {config.context} tokens)")
-    latency_model = timing.adapted_predictor()
+    # a resumed run sizes layouts exactly as the interrupted one did: stored reference latencies are rescaled
+    # to the device's current level, and a few percent moved which blocks a layout lost to fit the budget
+    pinned = work.sizing() if work.resumed or storage else None
+    if pinned is None:
+        say(f"measuring the reference architectures on {device.name} (decode after {config.context} tokens)")
+    else:
+        say(f"sizing layouts as the run that started this folder did ({len(pinned['samples'])} reference "
+            f"latencies in {work.sizing_file.name})")
+    latency_model = timing.adapted_predictor(pinned)
+    if pinned is None:
+        work.save_sizing(timing.sizing())
     narrowest = decode_latency.fastest_layout(latency_model)
     if narrowest.low_ms > budget_ms:
         raise UserInputError(

@@ -188,6 +188,12 @@ def test_resume_trains_nothing_again(tiny_search):
     assert (root / "work" / "candidates.jsonl").read_text() == log  # no candidate trained or added
     assert again.arch == first.arch and again.val_bpb == first.val_bpb
     assert all(m["source"] == "stored" for m in again.device_measurements)
+    # sized exactly as the first run was: its reference latencies, not the store's (rescaled to today's level)
+    sizing = json.loads((root / "work" / "sizing.json").read_text())
+    assert sizing["samples"] == {m["arch"]: m["latency_ms"] for m in first.device_measurements
+                                 if m["role"] == "reference"}
+    assert "recorded by the run this one resumes" in again.reference_source
+    assert not any(m["role"] == "reference" for m in again.device_measurements)
 
 
 def test_a_budget_below_the_fastest_layout_names_it(tiny_search):
