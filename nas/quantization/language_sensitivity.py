@@ -33,9 +33,11 @@ from nas.errors import UserInputError
 from nas.quantization.scorers import SensitivityProblem
 from nas.quantization.simulate import quantize_int4_blockwise
 
-#: calibration windows and bytes predicted in each
-CALIBRATION_WINDOWS, CALIBRATION_CONTEXT = 16, 128
-#: windows per calibration batch (one Hessian-vector product is a double backward over a batch)
+#: calibration windows and bytes predicted in each: 8,192 bytes, four batches, so that hessian_interlayer can tell
+#: its cross-layer terms from their batch-to-batch noise (on 2,048 bytes and one batch its order was worse)
+CALIBRATION_WINDOWS, CALIBRATION_CONTEXT = 64, 128
+#: windows per calibration batch (one Hessian-vector product is a double backward over a batch; hessian's
+#: Hutchinson probes read the first batch)
 BATCH_WINDOWS = 16
 
 

@@ -210,8 +210,9 @@ def test_the_model_is_read_back_from_its_decode_graph(slm_folder):
 def test_the_scorer_orders_a_search_folders_layers_and_is_recorded(slm_folder, tmp_path):
     report = quantize_language_model(slm_folder, tolerance="0.05bpb", force=True, out=tmp_path,
                                      scorer="hessian_interlayer")
-    assert report["scorer"] == "hessian_interlayer" and report["scorer_info"]["hessian_vector_products"] == len(
-        report["order"])
+    info = report["scorer_info"]  # the default calibration: four batches, cross-layer terms shrunk by their spread
+    assert report["scorer"] == "hessian_interlayer" and info["calibration_batches"] == 4
+    assert info["hessian_vector_products"] == 4 * len(report["order"]) and info["cross_terms"] == "shrunk"
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "decode.onnx").write_bytes((slm_folder / "decode.onnx").read_bytes())
