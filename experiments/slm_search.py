@@ -22,7 +22,10 @@ order) by up to about 0.1 bits per byte at these sizes, as much as the gaps
 between the models compared; ``--seeds N`` trains every reported model
 (searched hybrid and baselines, each at its measured width) with N seeds
 and compares the mean test bits per byte. The search itself ranks
-candidates by one seed, as ``nas search`` does.
+candidates by one seed, as ``nas search`` does. ``--final-tokens N``
+trains the reported models on N tokens after the search (every model
+alike), as the paper trains its finalists fully after ranking candidates
+by a short proxy run.
 
     .venv/bin/python experiments/slm_search.py [--budgets 1.5 3] [--candidates 10] [--tokens N]
 
@@ -77,6 +80,10 @@ def main() -> int:
     parser.add_argument("--train-nice", type=int, default=19, help="niceness of the training runs (default 19)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="training seeds per reported model; the table compares their mean test bpb")
+    parser.add_argument("--final-tokens", type=int, default=None,
+                        help="train every reported model (hybrid and baselines, every seed) on this many tokens "
+                             "after the search, which ranks candidates by its short proxy run (default: the "
+                             "proxy's tokens, the search's own models)")
     parser.add_argument("--baselines-only", action="store_true",
                         help="keep each budget's hybrid row from an earlier run and (re)run only the baselines")
     args = parser.parse_args()
@@ -112,7 +119,7 @@ def main() -> int:
             hybrid = search_slm("local-cpu", budget, config=config, work_dir=work / f"hybrid-{budget:g}",
                                 store=store, resume=True)
             _keep(rows_file, _with_seeds(_row(budget, "hybrid (searched)", hybrid, time.perf_counter() - t0),
-                                         config, args.seeds, args.train_nice))
+                                         config, args.seeds, args.train_nice, args.final_tokens))
             _write(work, args, config)
             hybrid_arch = hybrid.arch
         if hybrid_arch is None:
@@ -129,7 +136,7 @@ def main() -> int:
                                   "wall_s": time.perf_counter() - t0})
             else:
                 _keep(rows_file, _with_seeds(_row(budget, name, outcome, time.perf_counter() - t0), config,
-                                             args.seeds, args.train_nice))
+                                             args.seeds, args.train_nice, args.final_tokens))
             _write(work, args, config)
     return 0
 
@@ -163,9 +170,10 @@ def _row(budget: float, name: str, outcome, wall_s: float) -> dict:
     return row
 
 
-def _with_seeds(row: dict, config, seeds: int, train_nice: int) -> dict:
+def _with_seeds(row: dict, config, seeds: int, train_nice: int, final_tokens: int | None = None) -> dict:
     """``row`` with its model retrained at the same width under seeds 1..``seeds``-1 (seed 0 is the run the
-    search or baseline already made): per-seed validation and test bits per byte, and their means."""
+    search or baseline already made; with ``final_tokens`` every seed is trained anew on that many tokens):
+    per-seed validation and test bits per byte, and their means."""
     if row.get("arch") is None or row.get("test_bpb") is None:
         return row
     import numpy as np
@@ -176,10 +184,13 @@ def _with_seeds(row: dict, config, seeds: int, train_nice: int) -> dict:
     from nas.slm.training import bits_per_byte, train_language_model
 
     corpus = load_corpus()
-    per_seed = [{"seed": config.training.seed, "val_bpb": row["val_bpb"], "test_bpb": row["test_bpb"]}]
+    longer = final_tokens is not None and final_tokens != config.training.tokens
+    per_seed = [] if longer else [{"seed": config.training.seed, "val_bpb": row["val_bpb"],
+                                   "test_bpb": row["test_bpb"]}]
     t0 = time.perf_counter()
-    for seed in range(1, seeds):
-        training = dataclasses.replace(config.training, seed=config.training.seed + seed)
+    for seed in range(0 if longer else 1, seeds):
+        training = dataclasses.replace(config.training, seed=config.training.seed + seed,
+                                       tokens=final_tokens if longer else config.training.tokens)
         torch.manual_seed(training.seed)
         model = build(row["arch"])
         run = _at_niceness(train_language_model, train_nice)(model, corpus.train, corpus.validation, training)
@@ -188,7 +199,8 @@ def _with_seeds(row: dict, config, seeds: int, train_nice: int) -> dict:
         print(f"{row['model']} {row['arch']} seed {training.seed}: val {run.val_bpb:.3f}, test {test:.3f} bpb",
               file=sys.stderr, flush=True)
     tests = np.array([s["test_bpb"] for s in per_seed])
-    return {**row, "seeds": per_seed, "test_bpb_mean": float(tests.mean()),
+    return {**row, "seeds": per_seed, "final_tokens": final_tokens if longer else None,
+            "test_bpb_mean": float(tests.mean()),
             "test_bpb_std": float(tests.std(ddof=1)) if len(tests) > 1 else 0.0,
             "val_bpb_mean": float(np.mean([s["val_bpb"] for s in per_seed])),
             "wall_s": row["wall_s"] + time.perf_counter() - t0}
@@ -211,7 +223,8 @@ def _write(work: Path, args, config) -> None:
     t = config.training
     lines = ["# `slm` search: searched hybrid vs latency-matched single-operator models", "",
              f"Generated by `experiments/slm_search.py --budgets {' '.join(f'{b:g}' for b in budgets)} "
-             f"--candidates {args.candidates} --population {args.population} --seeds {args.seeds} --threads {args.threads}`; "
+             f"--candidates {args.candidates} --population {args.population} --seeds {args.seeds} --threads {args.threads}"
+             f"{f' --final-tokens {args.final_tokens}' if args.final_tokens else ''}`; "
              f"{machine_line()}; {args.threads} training thread(s).", "",
              f"Every model: {t.tokens} training tokens ({t.steps} steps of {t.batch_size} x {t.context} bytes, "
              f"AdamW, cosine); width = the widest on the ladder whose measured decode latency (median + "
@@ -225,6 +238,10 @@ def _write(work: Path, args, config) -> None:
              f"of {config.recall.batch_size} sequences, scored on {config.recall.test_sequences} held-out "
              f"sequences (chance 1/128).", "",
              "Stages are separated by `/` in the table (`|` in the canonical strings).", "",
+             *([f"Reported models (hybrid and baselines, every seed) trained anew after the search on "
+                f"{args.final_tokens} tokens ({args.final_tokens // (t.batch_size * t.context)} steps, same "
+                f"schedule); the search ranked its candidates by the {t.tokens}-token proxy run.", ""]
+               if args.final_tokens and args.final_tokens != t.tokens else []),
              f"Losses: mean over {args.seeds} training seed(s) per model (each at the model's measured width); "
              f"test bits per byte by seed in the last column. Device levels: "
              f"{os.environ.get('NAS_LEVELS') or 'the default per-user file'}.", "",
