@@ -171,10 +171,11 @@ def tables(records: list[dict]) -> str:
              f"{__import__('onnxruntime').__version__}, 1 thread, batch 1, all configurations of a model "
              f"interleaved (median of per-run timings, the profilers' statistic). Splits: 256 calibration, 5,000 validation, 10,000 "
              f"test images.", "",
-             "Reproduce: `python3 experiments/mixed_precision_models.py --work /tmp/mpwork --device cuda --epochs 15 "
+             "Reproduce: `python3 experiments/mixed_precision_models.py --work /tmp/mpwork2 --device cuda --epochs 15 "
              "--train-images 55000 --threads 8` on a GPU machine (weights only; about 3 minutes on one H100), then "
-             "`nice -n 19 .venv/bin/python experiments/mixed_precision_models.py --work /tmp/mpwork` here (exports "
-             "the ONNX models) and `nice -n 10 .venv/bin/python experiments/mixed_precision.py --work /tmp/mpwork`.", ""]
+             "`nice -n 19 .venv/bin/python experiments/mixed_precision_models.py --work /tmp/mpwork2` here (exports "
+             "the ONNX models) and `nice -n 19 .venv/bin/python experiments/mixed_precision.py --work /tmp/mpwork2`.",
+             ""]
     for record in records:
         n, name = record["num_layers"], record["model"]
         orderings = record["orderings"]
