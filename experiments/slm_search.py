@@ -84,6 +84,7 @@ def main() -> int:
                         help="train every reported model (hybrid and baselines, every seed) on this many tokens "
                              "after the search, which ranks candidates by its short proxy run (default: the "
                              "proxy's tokens, the search's own models)")
+    parser.add_argument("--results", default=str(RESULTS), help=f"results file (default {RESULTS.name} in results/)")
     parser.add_argument("--retrain-only", action="store_true",
                         help="keep every row of an earlier run in --work (architectures and measured widths) and "
                              "only train its models again: with --final-tokens and --seeds")
@@ -305,7 +306,7 @@ def _write(work: Path, args, config) -> None:
     lines += ["",
               f"Wall time, all models: {total_s / 60:.1f} min."]
     text = "\n".join(lines) + "\n"
-    write_keeping_reading(RESULTS, text)
+    write_keeping_reading(Path(args.results), text)
     print(text)
 
 
