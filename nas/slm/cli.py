@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
     """Add the slm search's options to the ``nas search`` parser."""
     group = parser.add_argument_group(
         "slm (language-model search, --space slm)",
-        "--verify caps the finalists' device measurements; --evaluations the layouts trained (default 8); "
+        "--verify caps the finalists' device measurements; --evaluations the layouts trained (default 10); "
         "--resume continues an interrupted search from the trained candidates in --checkpoint-dir "
         "(default: a folder next to the measurement store, one per device, budget, context and seed); "
         "--storage and --study share the evolution between workers on one Optuna study")
@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--tokens", type=int, default=None, metavar="N",
                        help="training tokens per candidate (default 40960)")
     group.add_argument("--population", type=int, default=None, metavar="N",
-                       help="aging-evolution population (default 4)")
+                       help="aging-evolution population (default 6)")
     group.add_argument("--finalists", type=int, default=None, metavar="N",
                        help="candidates measured on the device and scored on associative recall (default 2)")
     if "--resume" not in parser._option_string_actions:  # shared with the proxyless strategy's options

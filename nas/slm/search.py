@@ -81,8 +81,9 @@ SEED_LAYOUTS = (
 class SlmSearchConfig:
     """Sizes of one search. The defaults finish in minutes on 2 CPU cores."""
 
-    num_candidates: int = 8
-    population_size: int = 4
+    num_candidates: int = 10
+    #: room for every seed layout and one random layout before the first child
+    population_size: int = 6
     tournament_size: int = 2
     finalists: int = 2
     #: at most this many device measurements of finalists
