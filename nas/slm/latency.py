@@ -229,6 +229,7 @@ class DecodeTiming:
         self.progress = progress
         self.records: list[tuple[str, Any]] = []  # (role, LatencyMeasurement)
         self.reference_samples: dict[str, float] = {}
+        self._pinned_share: float | None = None  # a resumed run's spread share (see :meth:`sizing`)
         self.predictor: CalibratedPredictor | None = None
         self.predictor_source = ""
         self.reference_source = ""
@@ -299,9 +300,8 @@ class DecodeTiming:
     def spread_share(self) -> float:
         """The measured spread expected of a layout on this device, as a share of
         its latency: the median of ``spread_ms / latency_ms`` over the references."""
-        pinned = getattr(self, "_pinned_share", None)
-        if pinned is not None:
-            return pinned
+        if self._pinned_share is not None:
+            return self._pinned_share
         shares = [r.spread_ms / r.latency_ms for role, r in self.records if role == "reference" and r.latency_ms > 0]
         return float(np.median(shares)) if shares else 0.0
 
