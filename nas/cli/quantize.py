@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     from nas.quantization.language import LANGUAGE_PRECISION
     from nas.quantization.pipeline import PRECISIONS
     from nas.quantization.scorers import DEFAULT_SCORER, list_scorers
+    from nas.quantization.timing import INT4_BLOCK_SIZE, INT4_BLOCK_SIZES
 
     parser = subparsers.add_parser(
         "quantize", help=HELP,
@@ -45,6 +46,10 @@ def register(subparsers) -> None:
                         help="int8 (classifiers' default; int16 is refused where the runtime does not run it "
                              "faster, unless --force) or int4 (4-bit weight-only MatMul, language models' default, "
                              "refused where it does not measure faster, unless --force)")
+    parser.add_argument("--block-size", type=int, default=None, metavar="N",
+                        help=f"language models: weights per scale of the 4-bit MatMul, one of "
+                             f"{', '.join(map(str, INT4_BLOCK_SIZES))} (default {INT4_BLOCK_SIZE}; larger blocks "
+                             f"round more coarsely)")
     parser.add_argument("--force", action="store_true", help="build a precision the runtime does not run fast")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random scorer and Hutchinson probes")
     parser.add_argument("--out", metavar="DIR", help="where to write (default: beside the model)")
@@ -63,6 +68,9 @@ def _quantize(args) -> int:
     if args.precision == LANGUAGE_PRECISION:
         raise UserInputError("--precision int4 (weight-only MatMul) is for language models (an 'nas search --space "
                              "slm' folder); classifiers run int8 convolutions: use --precision int8")
+    if args.block_size is not None:
+        raise UserInputError("--block-size sets the 4-bit MatMul blocks of a language model ('nas search --space slm' "
+                             "folder); a classifier is quantized to int8 per channel: leave --block-size out")
     if args.data is None:
         raise UserInputError("--data is required for a classifier: the labelled images it classifies "
                              "(digits, fashion-mnist, cifar10, imagefolder)")
@@ -81,6 +89,7 @@ def _quantize(args) -> int:
 def _quantize_language_model(args) -> int:
     from nas.errors import UserInputError
     from nas.quantization.language import LANGUAGE_PRECISION, REPORT_FILE, quantize_language_model, summary
+    from nas.quantization.timing import INT4_BLOCK_SIZE, int4_block_size
 
     if args.precision not in (None, LANGUAGE_PRECISION):
         raise UserInputError(f"a language model is quantized to 4-bit weight-only MatMul (--precision int4), not "
@@ -89,8 +98,10 @@ def _quantize_language_model(args) -> int:
     if args.data is not None:
         raise UserInputError("--data names images for classifiers; a language model is scored on its corpus: "
                              "leave --data out")
+    block_size = int4_block_size(INT4_BLOCK_SIZE if args.block_size is None else args.block_size)
     report = quantize_language_model(args.model, device=args.device, tolerance=args.tolerance, force=args.force,
-                                     out=args.out, scorer=args.scorer, seed=args.seed, progress=True)
+                                     out=args.out, scorer=args.scorer, seed=args.seed, progress=True,
+                                     block_size=block_size)
     if args.json:
         print(json.dumps(report))
     else:

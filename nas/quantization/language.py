@@ -3,8 +3,10 @@ weight-only MatMul inside a bits-per-byte tolerance, offered only where it
 measures faster on the device.
 
 1. Layers: the MatMul nodes of the decode graph with a constant 2-D weight,
-   what ONNX Runtime's ``MatMulNBits`` runs (symmetric blocks of 32 weights,
-   round to nearest, int8 compute of the activations).
+   what ONNX Runtime's ``MatMulNBits`` runs (symmetric blocks of 32 weights
+   by default, 16 to 256 with ``block_size``: one scale per block, so larger
+   blocks round more coarsely and read fewer scales; round to nearest, int8
+   compute of the activations).
 2. The all-int4 decode step and the float32 one are timed on the device
    first; when int4 is not faster the request is refused (exit 2, with both
    latencies) unless forced: 4-bit weights that do not save time only cost
@@ -44,6 +46,7 @@ import numpy as np
 
 from nas.errors import UserInputError
 from nas.quantization.bisection import SearchOutcome, Tolerance, bisect, max_bisection_evaluations
+from nas.quantization.timing import INT4_BLOCK_SIZE, int4_block_size
 
 #: the precision language models are quantized to (``--precision``)
 LANGUAGE_PRECISION = "int4"
@@ -93,7 +96,7 @@ def matmul_weights(model) -> dict[str, np.ndarray]:
     return found
 
 
-def int4_error(weight: np.ndarray, block_size: int = 32) -> float:
+def int4_error(weight: np.ndarray, block_size: int = INT4_BLOCK_SIZE) -> float:
     """Relative squared error of ONNX Runtime's symmetric 4-bit blockwise rounding of a MatMul weight
     ``[K, N]`` (:func:`nas.quantization.simulate.quantize_int4_blockwise`), ``|Q(W) - W|^2 / |W|^2``."""
     import torch
@@ -127,13 +130,14 @@ def dequantized_int4_weights(model) -> dict[str, np.ndarray]:
     return found
 
 
-def build_int4(decode_path: str | os.PathLike, layers: list[str], out_path: str | os.PathLike) -> Path:
-    """The decode graph with exactly ``layers`` (MatMul node names) as 4-bit MatMulNBits."""
+def build_int4(decode_path: str | os.PathLike, layers: list[str], out_path: str | os.PathLike,
+               block_size: int = INT4_BLOCK_SIZE) -> Path:
+    """The decode graph with exactly ``layers`` (MatMul node names) as 4-bit MatMulNBits, one scale
+    per ``block_size`` weights."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from nas.quantization.onnx_quant import _quiet
-    from nas.quantization.timing import INT4_BLOCK_SIZE
 
     out_path = Path(out_path)
     model = onnx.load(str(decode_path))
@@ -143,7 +147,7 @@ def build_int4(decode_path: str | os.PathLike, layers: list[str], out_path: str 
     # ONNX Runtime's nodes_to_include adds to the MatMul op type rather than restricting it: exclude the rest
     others = [name for name in matmul_weights(model) if name not in set(layers)]
     with _quiet():
-        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True,
+        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=int4_block_size(block_size), is_symmetric=True,
                                          accuracy_level=4, nodes_to_exclude=others)
         quantizer.process()
     quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
@@ -188,9 +192,11 @@ def is_language_model_folder(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / DECODE_FILE).is_file()
 
 
-def language_ordering(folder: Path, record: dict[str, Any], scorer: str, seed: int = 0, progress: bool = False):
-    """The decode graph's MatMul layers ordered by ``scorer`` (:class:`nas.quantization.scorers.Ordering`);
-    a scorer that runs the model rebuilds it from the graph and the layout in ``result.json``."""
+def language_ordering(folder: Path, record: dict[str, Any], scorer: str, seed: int = 0, progress: bool = False,
+                      block_size: int = INT4_BLOCK_SIZE):
+    """The decode graph's MatMul layers ordered by ``scorer`` (:class:`nas.quantization.scorers.Ordering`)
+    under 4-bit rounding in blocks of ``block_size``; a scorer that runs the model rebuilds it from the
+    graph and the layout in ``result.json``."""
     from nas.quantization.language_sensitivity import language_sensitivity_problem, model_from_decode_graph
     from nas.quantization.scorers import get_scorer
     from nas.slm.corpus import load_corpus
@@ -203,17 +209,19 @@ def language_ordering(folder: Path, record: dict[str, Any], scorer: str, seed: i
                                  f"model; use --scorer weight_error or random")
         model = model_from_decode_graph(record["arch"], folder / DECODE_FILE)
     problem = language_sensitivity_problem(model, folder / DECODE_FILE, load_corpus().validation, seed=seed,
-                                           progress=progress)
+                                           progress=progress, block_size=block_size)
     return chosen.order(problem)
 
 
 def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "local-cpu", tolerance: str = "0.05bpb",
                             force: bool = False, out: str | os.PathLike | None = None, scorer: str | None = None,
-                            seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                            seed: int = 0, progress: bool = False,
+                            block_size: int = INT4_BLOCK_SIZE) -> dict[str, Any]:
     """Quantize the decode graph of an ``slm`` search folder to 4-bit weight-only MatMul on the most
     layers whose validation bits per byte stay inside ``tolerance`` (see :class:`BitsTolerance`);
     refused unless the all-int4 graph measures faster on ``device`` (or ``force``); layers ordered by
-    ``scorer`` (default :data:`nas.quantization.scorers.DEFAULT_SCORER`, ``seed`` for its probes). Writes
+    ``scorer`` (default :data:`nas.quantization.scorers.DEFAULT_SCORER`, ``seed`` for its probes);
+    one scale per ``block_size`` weights (16 to 256, powers of two; default 32). Writes
     ``decode_int4.onnx`` and ``quantization.json`` to ``out`` (default the folder) and returns the
     report (bits per byte; latencies ``*_ms``: decode ms/token)."""
     import onnx
@@ -224,6 +232,7 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
 
     started = time.time()
     spec = BitsTolerance.parse(tolerance)
+    block_size = int4_block_size(block_size)
     scorer = scorer or DEFAULT_SCORER
     folder = Path(model_dir)
     if not is_language_model_folder(folder):
@@ -245,7 +254,7 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
     with tempfile.TemporaryDirectory(prefix="nas-quantize-lm-") as work:
         work = Path(work)
         float_path = folder / DECODE_FILE
-        all_int4 = build_int4(float_path, list(weights), work / "all_int4.onnx")
+        all_int4 = build_int4(float_path, list(weights), work / "all_int4.onnx", block_size)
         log(f"quantize: timing float32 and all-int4 decode steps on {device} ({len(weights)} MatMul layers)")
         first = time_decode_steps({"float32": float_path, "all_int4": all_int4}, context_length, device)
         if first["all_int4"] >= first["float32"] and not force:
@@ -253,14 +262,14 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
                                  f"took {first['all_int4']:.3f} ms against {first['float32']:.3f} ms in float32 "
                                  f"on {device}; keep the float32 model, or --force to quantize anyway")
         log(f"quantize: ordering the layers by {scorer}")
-        ordering = language_ordering(folder, record, scorer, seed, progress)
+        ordering = language_ordering(folder, record, scorer, seed, progress, block_size)
         order, scores = ordering.layers, ordering.scores
         cache: dict[frozenset, float] = {}
 
         def validation_bpb(layers) -> float:
             key = frozenset(layers)
             if key not in cache:
-                cache[key] = decode_bits_per_byte(build_int4(float_path, list(layers), work / "candidate.onnx"),
+                cache[key] = decode_bits_per_byte(build_int4(float_path, list(layers), work / "candidate.onnx", block_size),
                                                   corpus.validation)
             return cache[key]
 
@@ -269,7 +278,7 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
         allowed = spec.ceiling(baseline) - baseline
         outcome: SearchOutcome = bisect(order, lambda layers: -validation_bpb(layers),
                                         Tolerance("absolute", allowed, spec.text), -baseline)
-        chosen = build_int4(float_path, outcome.int8_layers, work / "chosen.onnx")
+        chosen = build_int4(float_path, outcome.int8_layers, work / "chosen.onnx", block_size)
         test = {"float32": decode_bits_per_byte(float_path, corpus.test),
                 "chosen": decode_bits_per_byte(chosen, corpus.test),
                 "all_int4": decode_bits_per_byte(all_int4, corpus.test)}
@@ -280,7 +289,7 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
         quantized_path.write_bytes(chosen.read_bytes())
     report = {
         "model": str(folder), "device": device, "precision": "int4 weight-only MatMul (MatMulNBits)",
-        "tolerance": spec.text, "scorer": scorer, "num_layers": len(weights),
+        "block_size": block_size, "tolerance": spec.text, "scorer": scorer, "num_layers": len(weights),
         "int4_layers": outcome.int8_layers, "order": order, "scores": scores, "scorer_info": ordering.info,
         "accuracy_evaluations": outcome.num_evaluations, "max_evaluations": max_bisection_evaluations(len(order)),
         "validation_bpb": {"float32": baseline, "chosen": -outcome.accuracy, "ceiling": spec.ceiling(baseline)},
@@ -292,7 +301,8 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
     if record and out_dir.resolve() == folder.resolve():  # the search's record gains both models, side by side
         record["quantization"] = {
             "quantized_model": QUANTIZED_FILE, "report": REPORT_FILE, "tolerance": spec.text,
-            "precision": report["precision"], "int4_layers": len(outcome.int8_layers), "quantizable_layers": len(order),
+            "precision": report["precision"], "block_size": block_size, "int4_layers": len(outcome.int8_layers),
+            "quantizable_layers": len(order),
             "float32": {"validation_bpb": baseline, "test_bpb": test["float32"], "decode_ms": latency["float32"]},
             "quantized": {"validation_bpb": -outcome.accuracy, "test_bpb": test["chosen"],
                           "decode_ms": latency["chosen"]},
@@ -304,7 +314,8 @@ def quantize_language_model(model_dir: str | os.PathLike, *, device: str = "loca
 def summary(report: dict[str, Any]) -> str:
     val, test, ms = report["validation_bpb"], report["test_bpb"], report["decode_ms"]
     return "\n".join([
-        f"quantize: {report['model']} on {report['device']}, 4-bit weight-only MatMul, tolerance "
+        f"quantize: {report['model']} on {report['device']}, 4-bit weight-only MatMul (blocks of "
+        f"{report.get('block_size', INT4_BLOCK_SIZE)}), tolerance "
         f"{report['tolerance']}, layers ordered by {report['scorer']}",
         f"int4 layers: {len(report['int4_layers'])} of {report['num_layers']} ({report['accuracy_evaluations']} "
         f"evaluations, bound {report['max_evaluations']})",

@@ -32,6 +32,7 @@ from torch import nn
 from nas.errors import UserInputError
 from nas.quantization.scorers import SensitivityProblem
 from nas.quantization.simulate import quantize_int4_blockwise
+from nas.quantization.timing import INT4_BLOCK_SIZE, int4_block_size
 
 #: calibration windows and bytes predicted in each: 8,192 bytes, four batches, so that hessian_interlayer can tell
 #: its cross-layer terms from their batch-to-batch noise (on 2,048 bytes and one batch its order was worse)
@@ -82,7 +83,7 @@ class LanguageSensitivityProblem(SensitivityProblem):
     weights: dict[str, np.ndarray]
     tokens: torch.Tensor
     progress: bool = False
-    block_size: int = 32
+    block_size: int = INT4_BLOCK_SIZE
     batch_windows: int = BATCH_WINDOWS
     _parameters: dict[str, str] = field(init=False, repr=False)
     _float: dict[str, torch.Tensor] = field(init=False, repr=False)
@@ -215,9 +216,11 @@ def model_from_decode_graph(arch: str, decode_path: str | os.PathLike) -> nn.Mod
 
 def language_sensitivity_problem(model: nn.Module | None, decode_path: str | os.PathLike, data: np.ndarray, *,
                                  windows: int = CALIBRATION_WINDOWS, context: int = CALIBRATION_CONTEXT,
-                                 seed: int = 0, progress: bool = False) -> LanguageSensitivityProblem:
+                                 seed: int = 0, progress: bool = False,
+                                 block_size: int = INT4_BLOCK_SIZE) -> LanguageSensitivityProblem:
     """The scorers' view of ``model`` and its exported decode graph, calibrated on ``windows`` seeded
-    windows of ``data`` (corpus bytes)."""
+    windows of ``data`` (corpus bytes), each layer perturbed by 4-bit rounding in blocks of
+    ``block_size`` weights."""
     import onnx
 
     from nas.quantization.language import matmul_weights
@@ -226,7 +229,7 @@ def language_sensitivity_problem(model: nn.Module | None, decode_path: str | os.
     if not weights:
         raise UserInputError(f"{decode_path} has no MatMul with a constant weight: nothing to quantize")
     return LanguageSensitivityProblem(model, weights, calibration_windows(data, windows, context, seed),
-                                      progress=progress)
+                                      progress=progress, block_size=int4_block_size(block_size))
 
 
 __all__ = ["LanguageSensitivityProblem", "calibration_windows", "language_sensitivity_problem", "matmul_parameters",

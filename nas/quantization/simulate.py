@@ -8,7 +8,7 @@
   ``round(0 - min / scale)``.
 - Bias: int32 with scale ``input_scale * weight_scale`` per channel.
 - 4-bit weight-only MatMul (``MatMulNBits``, symmetric): blocks of 32
-  weights along the input dimension, each with scale ``v / -8`` where ``v``
+  weights (the default; any of 16 to 256) along the input dimension, each with scale ``v / -8`` where ``v``
   is the block's value of largest magnitude (sign kept), ``q = clip(
   round_half_up(W * (1 / scale)) + 8, 0, 15)``, dequantized ``(q - 8) *
   scale`` (float32 throughout, as ONNX Runtime's quantizer computes it).
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from nas.quantization.layers import QuantizableLayer
+from nas.quantization.timing import INT4_BLOCK_SIZE
 
 INT8_MAX = 127
 UINT8_MAX = 255
@@ -52,7 +53,7 @@ def quantize_weight(weight: torch.Tensor, axis: int) -> torch.Tensor:
 INT4_ZERO_POINT = 8
 
 
-def quantize_int4_blockwise(weight: torch.Tensor, block_size: int = 32) -> torch.Tensor:
+def quantize_int4_blockwise(weight: torch.Tensor, block_size: int = INT4_BLOCK_SIZE) -> torch.Tensor:
     """A MatMul weight ``[K, N]`` after ONNX Runtime's symmetric 4-bit blockwise quantization and
     dequantization (float32): blocks of ``block_size`` along ``K`` (the last one zero-padded)."""
     w = weight.detach().to(torch.float32)

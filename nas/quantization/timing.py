@@ -41,8 +41,18 @@ from nas.errors import UserInputError
 
 #: values of the profiler setting ``precision``
 PRECISION_SETTINGS = ("float32", "int8", "int4")
-#: weights per scale of 4-bit weight-only quantization
+#: weights per scale of 4-bit weight-only quantization (the default)
 INT4_BLOCK_SIZE = 32
+#: the block sizes ONNX Runtime's MatMulNBits runs (powers of two)
+INT4_BLOCK_SIZES = (16, 32, 64, 128, 256)
+
+
+def int4_block_size(value: int) -> int:
+    """``value`` as a 4-bit block size (weights per scale), validated against :data:`INT4_BLOCK_SIZES`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value not in INT4_BLOCK_SIZES:
+        raise UserInputError(f"block size {value!r} is not one ONNX Runtime's 4-bit MatMul runs; allowed: "
+                             f"{', '.join(map(str, INT4_BLOCK_SIZES))} weights per scale (default {INT4_BLOCK_SIZE})")
+    return int(value)
 
 
 def precision_setting(settings: dict[str, Any]) -> str:

@@ -81,6 +81,8 @@ def test_int4_that_does_not_run_faster_is_refused_unless_forced(slm_folder, tmp_
     (["--precision", "int8"], "weight-only MatMul"),
     (["--data", "digits"], "leave --data out"),
     (["--tolerance", "lots"], "not understood"),
+    (["--block-size", "48"], "16, 32, 64, 128, 256"),
+    (["--block-size", "512"], "16, 32, 64, 128, 256"),
 ])
 def test_nas_quantize_on_a_language_model_refuses_bad_input(slm_folder, capsys, extra, message):
     assert main(["quantize", "--model", str(slm_folder), *extra]) == 2
@@ -107,7 +109,8 @@ def _one_matmul_graph(weight: np.ndarray, path):
     return path
 
 
-def test_simulated_4_bit_weights_equal_onnx_runtimes_dequantized_weights(slm_folder, tmp_path):
+@pytest.mark.parametrize("block_size", [32, 128])
+def test_simulated_4_bit_weights_equal_onnx_runtimes_dequantized_weights(slm_folder, tmp_path, block_size):
     import onnx
 
     from nas.quantization.language import build_int4, dequantized_int4_weights, matmul_weights
@@ -115,21 +118,56 @@ def test_simulated_4_bit_weights_equal_onnx_runtimes_dequantized_weights(slm_fol
 
     weights = matmul_weights(onnx.load(str(slm_folder / "decode.onnx")))
     quantized = dequantized_int4_weights(onnx.load(str(build_int4(slm_folder / "decode.onnx", list(weights),
-                                                                  tmp_path / "all.onnx"))))
+                                                                  tmp_path / "all.onnx", block_size))))
     assert set(quantized) == set(weights)
     for name, weight in weights.items():
-        assert np.array_equal(quantize_int4_blockwise(torch.from_numpy(weight.copy())).numpy(), quantized[name]), name
+        simulated = quantize_int4_blockwise(torch.from_numpy(weight.copy()), block_size).numpy()
+        assert np.array_equal(simulated, quantized[name]), name
     # the rounding and range rules: halves, a block whose largest magnitude is negative, a zero block, a ragged end
     rng = np.random.default_rng(1)
-    weight = rng.standard_normal((70, 6)).astype(np.float32)
-    weight[:32, 0] = 0
-    weight[32:64, 1] = [8.0, 0.5, 1.5, 2.5, -0.5, -3.5, -7.5] + [0.0] * 25
-    weight[32:64, 2] = -weight[32:64, 1]
+    weight = rng.standard_normal((2 * block_size + 6, 6)).astype(np.float32)
+    second = slice(block_size, 2 * block_size)
+    weight[:block_size, 0] = 0
+    weight[second, 1] = [8.0, 0.5, 1.5, 2.5, -0.5, -3.5, -7.5] + [0.0] * (block_size - 7)
+    weight[second, 2] = -weight[second, 1]
     weight[0, 3], weight[1, 3] = -2.0, 2.0
     ort = dequantized_int4_weights(onnx.load(str(build_int4(_one_matmul_graph(weight, tmp_path / "one.onnx"), ["mm"],
-                                                            tmp_path / "one4.onnx"))))["mm"]
-    assert np.array_equal(quantize_int4_blockwise(torch.from_numpy(weight)).numpy(), ort)
-    assert int4_error(weight) == pytest.approx(float(((ort - weight) ** 2).sum() / (weight ** 2).sum()), rel=1e-6)
+                                                            tmp_path / "one4.onnx", block_size))))["mm"]
+    assert np.array_equal(quantize_int4_blockwise(torch.from_numpy(weight), block_size).numpy(), ort)
+    assert int4_error(weight, block_size) == pytest.approx(float(((ort - weight) ** 2).sum() / (weight ** 2).sum()),
+                                                           rel=1e-6)
+
+
+def test_coarser_blocks_round_coarser_and_the_scorers_follow_the_block_size(slm_folder):
+    import onnx
+
+    from nas.quantization.language import matmul_weights
+    from nas.quantization.language_sensitivity import language_sensitivity_problem
+    from nas.quantization.simulate import quantize_int4_blockwise
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((256, 16)).astype(np.float32)
+    assert int4_error(weight, 16) < int4_error(weight, 32) < int4_error(weight, 128) < int4_error(weight, 256)
+    data = rng.integers(0, 256, 4096).astype(np.uint8)
+    problem = language_sensitivity_problem(None, slm_folder / "decode.onnx", data, windows=2, context=16,
+                                           block_size=128)
+    name, weight = next(iter(matmul_weights(onnx.load(str(slm_folder / "decode.onnx"))).items()))
+    w = torch.from_numpy(weight.copy())
+    assert torch.equal(problem.perturbation(name), quantize_int4_blockwise(w, 128) - w)
+    with pytest.raises(UserInputError, match="16, 32, 64, 128, 256"):
+        language_sensitivity_problem(None, slm_folder / "decode.onnx", data, windows=2, context=16, block_size=48)
+
+
+def test_the_block_size_reaches_the_quantized_graph_and_the_report(slm_folder, tmp_path):
+    import onnx
+    from onnx import helper
+
+    report = quantize_language_model(slm_folder, tolerance="0.05bpb", force=True, out=tmp_path, block_size=128,
+                                     scorer="weight_error")
+    assert report["block_size"] == 128
+    sizes = {helper.get_attribute_value(a) for n in onnx.load(str(tmp_path / "decode_int4.onnx")).graph.node
+             if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
+    assert sizes == {128}
 
 
 def test_the_language_model_loss_replaces_exactly_the_graphs_matmul_weights(slm_folder):
