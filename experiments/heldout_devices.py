@@ -11,7 +11,12 @@ Devices (all on this machine's CPU, batch 1 and 1 thread unless named):
 - ``cpu-ort-2threads``: ONNX Runtime at 2 intra-op threads (thread hand-off
   cost; noisy on a shared 2-core machine);
 - ``cpu-ort-b64``: ONNX Runtime at batch 64 (compute-bound);
-- ``local-cpu``: the catalog device (ONNX Runtime, all optimisations).
+- ``local-cpu``: the catalog device (ONNX Runtime, all optimisations);
+- ``gpu-torch-eager`` and ``gpu-torch-eager-b32``: PyTorch eager mode on a
+  CUDA GPU at batch 1 (kernel-launch overhead dominates: latency counts
+  operators, hardly FLOPs) and batch 32, each forward pass followed by a
+  device synchronisation. Measured only where CUDA is available (the tables
+  name the GPU in ``nas/data/heldout/README.md``).
 
 Architectures: each space's 10 reference architectures, then rows of the
 space's latency table drawn with ``--seed``, measured in chunks of 10 that
@@ -66,8 +71,12 @@ ORT_DEVICES = {
 ROUNDS = {"cpu-ort-b64": (3, 2)}
 DEFAULT_ROUNDS = (3, 5)
 TORCH_DEVICE = "cpu-torch-eager"
+#: PyTorch eager devices on a CUDA GPU: batch size of each
+GPU_DEVICES = {"gpu-torch-eager": 1, "gpu-torch-eager-b32": 32}
 CATALOG_DEVICE = "local-cpu"
-DEVICES = (TORCH_DEVICE, *ORT_DEVICES, CATALOG_DEVICE)
+DEVICES = (TORCH_DEVICE, *ORT_DEVICES, CATALOG_DEVICE, *GPU_DEVICES)
+#: what a plain run measures (the GPU devices need CUDA and are asked for by name)
+DEFAULT_DEVICES = (TORCH_DEVICE, *ORT_DEVICES, CATALOG_DEVICE)
 #: local-cpu is measured for nb201 only, where it is the oracle of experiments/verify_loop.py
 SKIP = {("fbnet", CATALOG_DEVICE)}
 #: ``row`` of the line that pins a device's scale: the drift-correction reference model's latency
@@ -102,18 +111,20 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def torch_eager_timers(space: str, archs) -> list:
-    """One timer per architecture: a freshly initialised network in eval mode, batch 1, no grad."""
+def torch_eager_timers(space: str, archs, device: str = "cpu", batch_size: int = 1) -> list:
+    """One timer per architecture: a freshly initialised network in eval mode, no grad, on ``device``
+    (a CUDA run waits for the GPU after each forward pass, so a run times the whole pass)."""
     import torch
 
     from nas.search_space import get_space
 
     search_space = get_space(space)
-    x = torch.randn(1, *search_space.input_shape)
+    x = torch.randn(batch_size, *search_space.input_shape, device=device)
+    wait = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     timers = []
     for arch in archs:
         torch.manual_seed(0)
-        model = search_space.build(arch).eval()
+        model = search_space.build(arch).eval().to(device)
 
         def timer(runs, model=model):
             out = np.empty(runs)
@@ -121,6 +132,7 @@ def torch_eager_timers(space: str, archs) -> list:
                 for i in range(runs):
                     start = time.perf_counter_ns()
                     model(x)
+                    wait()
                     out[i] = (time.perf_counter_ns() - start) / 1e6
             return out
 
@@ -181,6 +193,8 @@ def measure_chunk(space: str, device: str, archs, folder: Path, store,
     everyone = [*archs, reference_arch(space)]
     if device == TORCH_DEVICE:
         timers = torch_eager_timers(space, everyone)
+    elif device in GPU_DEVICES:
+        timers = torch_eager_timers(space, everyone, "cuda", GPU_DEVICES[device])
     else:
         from nas.export import export_arch
         from nas.search_space import get_space
@@ -200,11 +214,13 @@ def main(argv=None) -> int:
     parser.add_argument("--num", type=int, default=250, help="architectures per space (10 references included)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spaces", nargs="+", default=list(SPACES), choices=SPACES)
-    parser.add_argument("--devices", nargs="+", default=list(DEVICES), choices=DEVICES)
+    parser.add_argument("--devices", nargs="+", default=list(DEFAULT_DEVICES), choices=DEVICES,
+                        help="devices to measure (default: the CPU ones; the gpu-* devices need CUDA)")
     parser.add_argument("--store", default=None,
                         help="SQLite store of the ONNX Runtime measurements (default: heldout.db beside the default store)")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder of the tables (default: the package's)")
     parser.add_argument("--summary-only", action="store_true", help="only print the summary of what is measured")
+    parser.add_argument("--no-summary", action="store_true", help="measure only (the summary needs the predictors)")
     args = parser.parse_args(argv)
 
     import torch
@@ -215,6 +231,11 @@ def main(argv=None) -> int:
     from nas.store import MeasurementStore, default_store_path
 
     torch.set_num_threads(1)
+    if any(d in GPU_DEVICES for d in args.devices) and not args.summary_only and not torch.cuda.is_available():
+        print(f"error: --devices {' '.join(d for d in args.devices if d in GPU_DEVICES)} needs a CUDA GPU and "
+              "torch sees none here; measure the CPU devices here and the gpu-* devices on a machine with a GPU.",
+              file=sys.stderr)
+        return 2
     if not args.summary_only:
         store = MeasurementStore(args.store or Path(default_store_path()).parent / "heldout.db")
         plans = {space: table_rows(space, args.num, args.seed) for space in args.spaces}
@@ -245,6 +266,8 @@ def main(argv=None) -> int:
                                        for row, arch, (ms, spread) in zip(todo, archs, results)])
                     print(f"{space} {device}: {start + len(chunk)}/{len(plans[space])} architectures "
                           f"({(time.perf_counter() - started) / 60:.1f} min)", file=sys.stderr, flush=True)
+    if args.no_summary:
+        return 0
     text = summary(args.spaces)
     print(text)
     write_keeping_reading(RESULTS, text)
