@@ -57,8 +57,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nas.quantization.bisection import SEARCHES, Tolerance, max_bisection_evaluations  # noqa: E402
-from nas.quantization.language import (BitsTolerance, build_int4, decode_bits_per_byte, int4_error,  # noqa: E402
-                                       matmul_weights, time_decode_steps)
+from nas.quantization.language import (BitsTolerance, build_int4, decode_bits_per_byte,  # noqa: E402
+                                       decode_window_bits, int4_error, matmul_weights, time_decode_steps)
+from nas.quantization.timing import INT4_BLOCK_SIZE, INT4_BLOCK_SIZES  # noqa: E402
+from mixed_precision_bootstrap import LEVEL, RESAMPLES, interval_text, paired_bootstrap  # noqa: E402
 from results_file import machine_line, write_keeping_reading  # noqa: E402  (beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mixed_precision_language.md"
@@ -77,6 +79,11 @@ SUMMARY = ("weight_error", "hessian", "layerwise", "hessian_interlayer", "hessia
            "layerwise_16_windows",
            "hessian_interlayer_16_windows", "layerwise_with_gradient", "interlayer_with_gradient", "measured_greedy",
            "hessian_per_weight", "interlayer_per_weight")
+#: the comparison the paired bootstrap over test windows is run for: the second minus the first
+PAIRED = ("hessian", "hessian_interlayer")
+#: the bootstrap's measures, as the tables name them
+BOOTSTRAP_MEASURES = (("auc", "AUC"), ("at_fitted", "at the same latency, fitted (primary)"),
+                      ("at_latency", "at the same latency, as timed"))
 #: latency budgets for "bits per byte at the same latency", as shares of the way from all-int4 to float32
 BUDGET_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 VALIDATION_WINDOWS = (16, 96)  # what nas quantize decides on (nas.quantization.language.WINDOWS, CONTEXT)
@@ -109,7 +116,7 @@ def load_model(folder: Path):
 
 
 def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int],
-                     interlayer_windows: int) -> dict[str, list[str]]:
+                     interlayer_windows: int, block_size: int = INT4_BLOCK_SIZE) -> dict[str, list[str]]:
     """Every ordering of the benchmark; the model's scorers run once and are kept in ``record``."""
     import onnx
 
@@ -117,7 +124,7 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int],
     from nas.quantization.scorers import get_scorer, greedy_order, interlayer_order, second_order_orders
 
     weights = matmul_weights(onnx.load(str(folder / "decode.onnx")))
-    scores = {name: int4_error(w) for name, w in weights.items()}
+    scores = {name: int4_error(w, block_size) for name, w in weights.items()}
     orderings = {"weight_error": sorted(weights, key=lambda name: scores[name])}
     kept = record.setdefault("scorers", {})
     old = kept.get("hessian_interlayer", {}).get("info", {})
@@ -133,7 +140,7 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int],
         if windows not in problems:
             model = model or load_model(folder)
             problems[windows] = language_sensitivity_problem(model, folder / "decode.onnx", corpus.validation,
-                                                             windows=windows, progress=True)
+                                                             windows=windows, progress=True, block_size=block_size)
         started = time.time()
         ordering = get_scorer(scorer).order(problems[windows])
         kept[key] = {"layers": ordering.layers, "scores": ordering.scores,
@@ -171,22 +178,31 @@ def scorer_orderings(folder: Path, record: dict, corpus, seeds: list[int],
     return orderings
 
 
-def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int], interlayer_windows: int) -> dict:
+def cache_path(folder: Path, block_size: int) -> Path:
+    """The benchmark's record of one model at one block size (the default's keeps its old name)."""
+    return folder / ("language.benchmark.json" if block_size == INT4_BLOCK_SIZE else
+                     f"language.benchmark.block{block_size}.json")
+
+
+def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int], interlayer_windows: int,
+        block_size: int = INT4_BLOCK_SIZE) -> dict:
     from nas.slm.corpus import load_corpus
 
     folder = work / "slm"
     decode = folder / "decode.onnx"
-    cache = folder / "language.benchmark.json"
+    cache = cache_path(folder, block_size)
     record = json.loads(cache.read_text()) if cache.is_file() else {}
     record["training"] = json.loads((folder / "slm.json").read_text())
     corpus = load_corpus()
-    orderings = scorer_orderings(folder, record, corpus, seeds, interlayer_windows)
+    record["block_size"] = block_size
+    orderings = scorer_orderings(folder, record, corpus, seeds, interlayer_windows, block_size)
     cache.write_text(json.dumps(record, indent=1))
     n = len(orderings["weight_error"])
     ks = grid(n, points)
     test_key = f"test:{test_windows[0]}x{test_windows[1]}"
     validation_key = f"validation:{VALIDATION_WINDOWS[0]}x{VALIDATION_WINDOWS[1]}"
     stored = record.setdefault("bpb", {})
+    per_window = record.setdefault("window_bpb", {})  # test bits per byte of each window: for the bootstrap
     configs: dict[str, list[str]] = {}
 
     with tempfile.TemporaryDirectory(prefix="nas-mp-lm-") as tmp:
@@ -196,17 +212,26 @@ def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int]
         def path_of(layers: list[str]) -> Path:
             key = config_key(layers)
             if key not in built:
-                built[key] = build_int4(decode, layers, tmp / f"config_{len(built)}.onnx")
+                built[key] = build_int4(decode, layers, tmp / f"config_{len(built)}.onnx", block_size)
             return built[key]
 
         def bpb(layers: list[str], split: str) -> float:
             which = test_key if split == "test" else validation_key
             values = stored.setdefault(which, {})
             key = config_key(layers)
-            if key not in values:
-                data, size = (corpus.test, test_windows) if split == "test" else (corpus.validation, VALIDATION_WINDOWS)
-                values[key] = decode_bits_per_byte(path_of(layers), data, *size)
+            if split == "test" and key not in values:
+                window_bpb(layers)
+            elif key not in values:
+                values[key] = decode_bits_per_byte(path_of(layers), corpus.validation, *VALIDATION_WINDOWS)
             return values[key]
+
+        def window_bpb(layers: list[str]) -> list[float]:
+            """Test bits per byte of each window (the bootstrap's items); their mean is the test value."""
+            windows, key = per_window.setdefault(test_key, {}), config_key(layers)
+            if key not in windows:
+                windows[key] = decode_window_bits(path_of(layers), corpus.test, *test_windows).tolist()
+                stored.setdefault(test_key, {}).setdefault(key, float(np.mean(windows[key])))
+            return windows[key]
 
         for name, order in orderings.items():
             for k in ks:  # the configurations timed: every curve point and every search's result
@@ -214,6 +239,10 @@ def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int]
             curve = [bpb(order[:k], "test") for k in ks]
             log(f"{folder.parent.name}: {name} " + " ".join(f"{k}:{v:.4f}" for k, v in zip(ks, curve)))
             cache.write_text(json.dumps(record, indent=1))
+        for name in PAIRED:  # per-window values of the compared curves (kept from earlier runs as means only)
+            for k in ks:
+                window_bpb(orderings[name][:k])
+        cache.write_text(json.dumps(record, indent=1))
 
         searches = record.setdefault("searches", {})
         baseline = bpb([], "validation")
@@ -245,16 +274,18 @@ def run(work: Path, seeds: list[int], points: int, test_windows: tuple[int, int]
     return record
 
 
-def area(record: dict, order: list[str]) -> float:
-    """Mean test bits per byte over the inner grid points (lower is better)."""
-    n, values = len(order), record["bpb"][record["test_key"]]
+def area(record: dict, order: list[str], values: dict[str, float] | None = None) -> float:
+    """Mean test bits per byte (``values`` by configuration, default the record's) over the inner grid
+    points (lower is better)."""
+    n, values = len(order), values or record["bpb"][record["test_key"]]
     return float(np.mean([values[config_key(order[:k])] for k in record["grid"] if 0 < k < n]))
 
 
-def at_budgets(record: dict, order: list[str], ms: dict[str, float] | None = None) -> list[float]:
-    """Lowest test bits per byte among the ordering's grid points timed (or, with ``ms``, fitted) within
-    each budget."""
-    values, ms = record["bpb"][record["test_key"]], ms or record["latency_ms"]
+def at_budgets(record: dict, order: list[str], ms: dict[str, float] | None = None,
+               values: dict[str, float] | None = None) -> list[float]:
+    """Lowest test bits per byte (``values``, default the record's) among the ordering's grid points
+    timed (or, with ``ms``, fitted) within each budget."""
+    values, ms = values or record["bpb"][record["test_key"]], ms or record["latency_ms"]
     points = [(ms[config_key(order[:k])], values[config_key(order[:k])]) for k in record["grid"]]
     return [min(b for m, b in points if m <= budget) for budget in budgets(record, ms)]
 
@@ -272,6 +303,20 @@ def additive_latency(record: dict) -> tuple[dict[str, float], float]:
     coef, *_ = np.linalg.lstsq(design, measured, rcond=None)
     fitted = design @ coef
     return dict(zip(keys, fitted.tolist())), float(np.sqrt(np.mean((fitted - measured) ** 2)))
+
+
+def paired_differences(record: dict, fitted: dict[str, float]) -> dict[str, tuple[float, float, float]]:
+    """``PAIRED[1]`` minus ``PAIRED[0]`` (test bits per byte) by AUC, at the same fitted latency and at the
+    same timed latency, each with its paired bootstrap interval over the test windows."""
+    orderings, windows = record["orderings"], record["window_bpb"][record["test_key"]]
+    first, second = (orderings[name] for name in PAIRED)
+    items = {config_key(order[:k]): windows[config_key(order[:k])] for order in (first, second) for k in record["grid"]}
+
+    def at(ms):
+        return lambda v: float(np.mean(at_budgets(record, second, ms, v)) - np.mean(at_budgets(record, first, ms, v)))
+
+    return {"auc": paired_bootstrap(items, lambda v: area(record, second, v) - area(record, first, v)),
+            "at_fitted": paired_bootstrap(items, at(fitted)), "at_latency": paired_bootstrap(items, at(None))}
 
 
 def budgets(record: dict, ms: dict[str, float] | None = None) -> list[float]:
@@ -319,26 +364,35 @@ def model_tables(record: dict, command: str) -> tuple[list[str], dict]:
               "| ordering | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
     for name, order in orderings.items():
         lines.append(f"| {name} | " + " | ".join(f"{ms[config_key(order[:k])]:.3f}" for k in ks) + " |")
-    marks = budgets(record)
-    lines += ["", "### Test bits per byte at the same latency (best curve point within each budget, lower is better)",
-              "", "| ordering | " + " | ".join(f"≤ {b:.2f} ms" for b in marks) + " | mean |",
-              "|" + "---|" * (len(marks) + 2)]
-    at_latency = {name: at_budgets(record, order) for name, order in orderings.items()}
-    for name, row in at_latency.items():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |")
-    random_latency = sorted(float(np.mean(v)) for k, v in at_latency.items() if k.startswith("random:"))
     fitted, residual = additive_latency(record)
+    marks = budgets(record, fitted)
+    lines += ["", "### Test bits per byte at the same latency (primary: each configuration's latency from the additive "
+                  "fit; best curve point within each budget, lower is better)", "",
+              f"Latency of each configuration from a least-squares fit over all {len(fitted)} timed configurations (a "
+              f"float32 level, an int4 level, one saving per layer; residual {residual:.3f} ms rms): one timing of a "
+              f"partial mix moves by up to a millisecond on this shared machine, the fit pools all of them.", "",
+              "| ordering | " + " | ".join(f"≤ {b:.2f} ms" for b in marks) + " | mean |", "|" + "---|" * (len(marks) + 2)]
     at_fitted = {name: at_budgets(record, order, fitted) for name, order in orderings.items()}
-    random_fitted = sorted(float(np.mean(v)) for k, v in at_fitted.items() if k.startswith("random:"))
-    lines += ["", f"Random orderings' mean at the same latency: median {np.median(random_latency):.4f}.", "",
-              f"The same with each configuration's latency from an additive fit over all {len(fitted)} timed "
-              f"configurations (a float32 level, an int4 level, one saving per layer; residual {residual:.3f} ms "
-              f"rms):", "", "| ordering | " + " | ".join(f"≤ {b:.2f} ms" for b in budgets(record, fitted))
-              + " | mean |", "|" + "---|" * (len(marks) + 2)]
     for name, row in at_fitted.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |")
+    random_fitted = sorted(float(np.mean(v)) for k, v in at_fitted.items() if k.startswith("random:"))
+    at_latency = {name: at_budgets(record, order) for name, order in orderings.items()}
+    random_latency = sorted(float(np.mean(v)) for k, v in at_latency.items() if k.startswith("random:"))
     lines += ["", f"Random orderings' mean (fitted latency): median {np.median(random_fitted):.4f}.", "",
-              f"### Searches (validation decides; float32 validation "
+              "The same with each configuration's latency as timed once:", "",
+              "| ordering | " + " | ".join(f"≤ {b:.2f} ms" for b in budgets(record)) + " | mean |",
+              "|" + "---|" * (len(marks) + 2)]
+    for name, row in at_latency.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {np.mean(row):.4f} |")
+    boot = paired_differences(record, fitted)
+    first, second = PAIRED
+    lines += ["", f"Random orderings' mean at the same latency (as timed): median {np.median(random_latency):.4f}.", "",
+              f"### `{second}` minus `{first}`, paired bootstrap over the {windows} test windows ({RESAMPLES} "
+              f"resamples, {LEVEL:.0%} percentile interval; negative: `{second}` lower, better)", "",
+              "| measure | difference (bits/byte) [90% interval] |", "|---|---|"]
+    for measure, label in BOOTSTRAP_MEASURES:
+        lines.append(f"| {label} | {interval_text(*boot[measure], digits=5)} |")
+    lines += ["", f"### Searches (validation decides; float32 validation "
               f"{record['bpb'][record['validation_key']][config_key([])]:.4f} bits/byte; bisection bound "
               f"ceil(log2(N+1))+1 = {max_bisection_evaluations(n)})", "",
               "| tolerance | ordering | search | evaluations | int4 layers | validation bits/byte | test bits/byte | "
@@ -353,7 +407,7 @@ def model_tables(record: dict, command: str) -> tuple[list[str], dict]:
                "at_latency": {k: float(np.mean(v)) for k, v in at_latency.items()},
                "random_at_latency": float(np.median(random_latency)), "span": int4_bpb - float_bpb,
                "at_fitted": {k: float(np.mean(v)) for k, v in at_fitted.items()},
-               "random_at_fitted": float(np.median(random_fitted))}
+               "random_at_fitted": float(np.median(random_fitted)), "bootstrap": boot}
     return lines + [""], summary
 
 
@@ -366,17 +420,26 @@ def tables(records: list[dict], command: str) -> str:
              f"experiments/mixed_precision_language.py {command}`.", "",
              "## Summary: test bits per byte, lower is better (AUC: mean over the inner points of the int4-layers "
              "curve; at latency: mean over the budgets of the best point within each)", "",
-             "| model | all-int4 cost | ordering | AUC | at the same latency | same, fitted latency |",
+             "| model | all-int4 cost | ordering | AUC | at the same latency (fitted, primary) | same, as timed |",
              "|---|---|---|---|---|---|"]
-    sections = []
+    sections, summaries = [], []
     for record in records:
         section, summary = model_tables(record, command)
         sections += section
         for name in SUMMARY:
             lines.append(f"| `{summary['arch']}` | {summary['span']:+.4f} | {name} | {summary['auc'][name]:.4f} | "
-                         f"{summary['at_latency'][name]:.4f} | {summary['at_fitted'][name]:.4f} |")
+                         f"{summary['at_fitted'][name]:.4f} | {summary['at_latency'][name]:.4f} |")
         lines.append(f"| `{summary['arch']}` | | random (median) | {summary['random_auc']:.4f} | "
-                     f"{summary['random_at_latency']:.4f} | {summary['random_at_fitted']:.4f} |")
+                     f"{summary['random_at_fitted']:.4f} | {summary['random_at_latency']:.4f} |")
+        summaries.append(summary)
+    first, second = PAIRED
+    lines += ["", f"`{second}` minus `{first}` (test bits per byte; negative: `{second}` better), with the {LEVEL:.0%} "
+                  f"interval of a paired bootstrap over the test windows ({RESAMPLES} resamples):", "",
+              "| model | all-int4 cost | " + " | ".join(label for _, label in BOOTSTRAP_MEASURES) + " |",
+              "|---|---|" + "---|" * len(BOOTSTRAP_MEASURES)]
+    for summary in summaries:
+        lines.append(f"| `{summary['arch']}` | {summary['span']:+.4f} | " + " | ".join(
+            interval_text(*summary["bootstrap"][measure], digits=5) for measure, _ in BOOTSTRAP_MEASURES) + " |")
     return "\n".join(lines + [""] + sections)
 
 
@@ -387,6 +450,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4, 5, 6, 7])
     parser.add_argument("--points", type=int, default=10, help="grid points of the int4-layers curve")
     parser.add_argument("--test-windows", type=int, nargs=2, default=[64, 256], metavar=("WINDOWS", "BYTES"))
+    parser.add_argument("--block-size", type=int, default=INT4_BLOCK_SIZE, choices=INT4_BLOCK_SIZES,
+                        help=f"weights per scale of the 4-bit MatMul (default {INT4_BLOCK_SIZE})")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="the results file (default experiments/results/mixed_precision_language.md at the "
+                             "default block size, mixed_precision_language_blockN.md otherwise)")
     parser.add_argument("--interlayer-windows", type=int, default=64,
                         help="calibration windows (x 128 bytes, batches of 16) of hessian_interlayer's block matrix")
     args = parser.parse_args(argv)
@@ -395,11 +463,13 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    records = [run(Path(work), args.seeds, args.points, tuple(args.test_windows), args.interlayer_windows)
-               for work in args.work]
+    records = [run(Path(work), args.seeds, args.points, tuple(args.test_windows), args.interlayer_windows,
+                   args.block_size) for work in args.work]
     text = tables(records, " ".join(argv if argv is not None else sys.argv[1:]))
     print(text)
-    write_keeping_reading(RESULTS, text)
+    results = args.results or (RESULTS if args.block_size == INT4_BLOCK_SIZE else
+                               RESULTS.with_name(f"mixed_precision_language_block{args.block_size}.md"))
+    write_keeping_reading(results, text)
     return 0
 
 

@@ -154,9 +154,9 @@ def build_int4(decode_path: str | os.PathLike, layers: list[str], out_path: str 
     return out_path
 
 
-def decode_bits_per_byte(decode_path: str | os.PathLike, data: np.ndarray, windows: int = WINDOWS,
-                         context: int = CONTEXT) -> float:
-    """Bits per byte of the decode graph on ``windows`` fixed windows of ``data`` (bytes), each
+def decode_window_bits(decode_path: str | os.PathLike, data: np.ndarray, windows: int = WINDOWS,
+                       context: int = CONTEXT) -> np.ndarray:
+    """Bits per byte of the decode graph on each of ``windows`` fixed windows of ``data`` (bytes), each
     stepped token by token for ``context`` predictions, all windows in one batch."""
     from nas.profilers.onnxruntime import cpu_session
 
@@ -167,14 +167,21 @@ def decode_bits_per_byte(decode_path: str | os.PathLike, data: np.ndarray, windo
     states = [np.zeros([windows if d == "batch" else 0 if d == "past" else d for d in spec.shape], np.float32)
               for spec in inputs[2:]]
     names = [spec.name for spec in inputs[2:]]
-    total = 0.0
+    total = np.zeros(windows)
     for t in range(context):
         out = session.run(None, {"token": batch[:, t], "position": np.array([t], np.int64), **dict(zip(names, states))})
         logits, states = out[0].reshape(windows, -1).astype(np.float64), out[1:]
         logits -= logits.max(axis=1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        total -= float(log_probs[np.arange(windows), batch[:, t + 1]].sum())
-    return total / (windows * context) / math.log(2)
+        total -= log_probs[np.arange(windows), batch[:, t + 1]]
+    return total / context / math.log(2)
+
+
+def decode_bits_per_byte(decode_path: str | os.PathLike, data: np.ndarray, windows: int = WINDOWS,
+                         context: int = CONTEXT) -> float:
+    """Bits per byte of the decode graph on ``windows`` fixed windows of ``data`` (bytes), each
+    stepped token by token for ``context`` predictions (:func:`decode_window_bits`, averaged)."""
+    return float(np.mean(decode_window_bits(decode_path, data, windows, context)))
 
 
 def time_decode_steps(paths: dict[str, Path], context_length: int, device: str) -> dict[str, float]:

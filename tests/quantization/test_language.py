@@ -45,6 +45,15 @@ def test_exactly_the_chosen_layers_become_4_bit(slm_folder, tmp_path):
     assert len(quantized) == 2 and len(names) > 2
 
 
+def test_bits_per_byte_is_the_mean_over_windows(slm_folder):
+    from nas.quantization.language import decode_bits_per_byte, decode_window_bits
+
+    data = np.random.default_rng(0).integers(0, 256, 2048).astype(np.uint8)
+    windows = decode_window_bits(slm_folder / "decode.onnx", data, windows=4, context=8)
+    assert windows.shape == (4,) and np.all(windows > 0)
+    assert decode_bits_per_byte(slm_folder / "decode.onnx", data, 4, 8) == pytest.approx(float(windows.mean()))
+
+
 def test_the_4_bit_error_of_a_weight():
     rng = np.random.default_rng(0)
     assert int4_error(np.zeros((64, 8))) == 0
