@@ -45,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas.quantization.bisection import SEARCHES, Tolerance, max_bisection_evaluations  # noqa: E402
 from nas.quantization.data import load_quantization_data  # noqa: E402
 from nas.quantization.onnx_quant import integer_kernels  # noqa: E402
-from nas.quantization.pipeline import Quantizer, cpu_description, measure_latencies  # noqa: E402
+from nas.quantization.pipeline import OnnxClassifier, Quantizer, cpu_description, measure_latencies  # noqa: E402
 from nas.quantization.scorers import interlayer_order, second_order_orders  # noqa: E402
+from mixed_precision_bootstrap import LEVEL, RESAMPLES, interval_text, paired_bootstrap  # noqa: E402
 from results_file import write_keeping_reading  # noqa: E402  (beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mixed_precision.md"
@@ -54,6 +55,10 @@ SCORERS = ["weight_error", "hessian", "hessian_interlayer", "measured_greedy"]
 #: orders derived from a scorer's kept terms (no further work on the model), shown with the scorers
 DERIVED = ["layerwise", "hessian_interlayer_unshrunk"]
 TOLERANCES = ["0.5%", "1%"]
+#: the comparison the paired bootstrap over test images is run for: the second minus the first
+PAIRED = ("hessian", "hessian_interlayer")
+#: accuracy at the same latency is read at these shares of the way from all-int8 to float32
+LATENCY_SHARES = (0.25, 0.5, 0.75)
 
 
 def log(message: str) -> None:
@@ -127,6 +132,22 @@ def run_model(name: str, work: Path, data, seeds: list[int], points: int) -> dic
             log(f"{name}: {key} curve " + " ".join(f"{k}:{curve[str(k)]:.2f}" for k in ks))
             cache.write_text(json.dumps(record, indent=1))
 
+        # which test images each configuration of the compared curves gets right: the bootstrap's items
+        correct = record.setdefault("test_correct", {})
+        for key in PAIRED:
+            for k in ks:
+                layers = orderings[key]["layers"][:k]
+                config_id = ",".join(sorted(layers))
+                if config_id not in correct:
+                    path = quantizer.build(layers)
+                    hits = OnnxClassifier(path).logits(data.test.images).argmax(axis=1) == data.test.labels
+                    path.unlink()
+                    correct[config_id] = "".join("1" if hit else "0" for hit in hits)
+                    if abs(100.0 * hits.mean() - curves[key][str(k)]) > 1e-9:
+                        log(f"{name}: {key} k={k} gives {100.0 * hits.mean():.2f}% now, {curves[key][str(k)]:.2f}% "
+                            f"kept")
+        cache.write_text(json.dumps(record, indent=1))
+
         searches = record.setdefault("searches", {})
         baseline = quantizer.accuracy([])
         record["float_validation"] = baseline
@@ -161,6 +182,27 @@ def run_model(name: str, work: Path, data, seeds: list[int], points: int) -> dic
 
 def latency_of(record: dict, layers: list[str]) -> float:
     return record["latency_ms"][",".join(sorted(layers))]
+
+
+def paired_differences(record: dict) -> dict[str, tuple[float, float, float]]:
+    """``PAIRED[1]`` minus ``PAIRED[0]`` (test accuracy, points) by AUC and at the same latency (mean over
+    :data:`LATENCY_SHARES`), each with its paired bootstrap interval over the test images."""
+    n, ks = record["num_layers"], sorted(int(k) for k in record["curves"]["weight_error"])
+    orders = [record["orderings"][key]["layers"] for key in PAIRED]
+    items = {",".join(sorted(order[:k])): 100.0 * (np.frombuffer(record["test_correct"][
+        ",".join(sorted(order[:k]))].encode(), dtype=np.uint8) - ord("0")) for order in orders for k in ks}
+    float_ms, int8_ms = latency_of(record, []), latency_of(record, record["orderings"]["weight_error"]["layers"])
+
+    def curve(order, values):
+        return {k: values[",".join(sorted(order[:k]))] for k in ks}
+
+    def at_latency(order, values):
+        points = [(latency_of(record, order[:k]), acc) for k, acc in curve(order, values).items()]
+        return np.mean([accuracy_at_latency(points, int8_ms + f * (float_ms - int8_ms)) for f in LATENCY_SHARES])
+
+    first, second = orders
+    return {"auc": paired_bootstrap(items, lambda v: auc(curve(second, v), n) - auc(curve(first, v), n)),
+            "at_latency": paired_bootstrap(items, lambda v: float(at_latency(second, v) - at_latency(first, v)))}
 
 
 def tables(records: list[dict]) -> str:
@@ -205,13 +247,20 @@ def tables(records: list[dict]) -> str:
         lines += ["", f"Random orderings' median AUC: {np.median(random_aucs):.2f}."]
         lines += ["", "### Accuracy at the same latency (test %, interpolated on each ordering's curve)", "",
                   "| ordering | " + " | ".join(f"{f:.0%} of the way to float ({int8_ms + f * (float_ms - int8_ms):.3f} ms)"
-                                               for f in (0.25, 0.5, 0.75)) + " |", "|---|---|---|---|"]
+                                               for f in LATENCY_SHARES) + " |", "|---|---|---|---|"]
         for key in keys:
             pts = [(latency_of(record, orderings[key]["layers"][:int(k)]), acc)
                    for k, acc in record["curves"][key].items()]
             lines.append(f"| {key} | " + " | ".join(
-                f"{accuracy_at_latency(pts, int8_ms + f * (float_ms - int8_ms)):.2f}" for f in (0.25, 0.5, 0.75))
+                f"{accuracy_at_latency(pts, int8_ms + f * (float_ms - int8_ms)):.2f}" for f in LATENCY_SHARES)
                 + " |")
+        boot = paired_differences(record)
+        lines += ["", f"### `{PAIRED[1]}` minus `{PAIRED[0]}`, paired bootstrap over the 10,000 test images "
+                      f"({RESAMPLES} resamples, {LEVEL:.0%} percentile interval; positive: `{PAIRED[1]}` better)", "",
+                  "| measure | difference (test accuracy, points) [90% interval] |", "|---|---|",
+                  f"| AUC | {interval_text(*boot['auc'], digits=3)} |",
+                  f"| at the same latency (mean over 25/50/75% of the way) | "
+                  f"{interval_text(*boot['at_latency'], digits=3)} |"]
         lines += ["", "### Latency (ms) of each curve point", "",
                   "| ordering | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
         for key in keys:
