@@ -50,6 +50,7 @@ poorly gets a wide interval, not a confident wrong one.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -362,6 +363,11 @@ class StackedPredictor(LatencyPredictor):
     def _settle(self, scored: "_ScoredModels") -> None:
         """The adapted state from the scored models: the softmin mixture, or the best model alone
         when its held-out error is below ``ALONE_RATIO`` of the mixture's; negligible models dropped."""
+        self._scored = scored  # every model of this adaptation, for ``ranked_best_member``
+        self._apply(scored, self._choose(scored))
+
+    def _choose(self, scored: "_ScoredModels") -> np.ndarray:
+        """The weights of the models: the softmin mixture, or the best model alone (see ``_settle``)."""
         mixture = scored.mixture
         alone = scored.alone()
         if alone is not None and not _has_disturbed_sample(scored.log_residuals(alone)):
@@ -369,6 +375,10 @@ class StackedPredictor(LatencyPredictor):
             # unlike every source, run by one count), it alone predicts; not when it misses one
             # sample by far: a model that alone trusts a disturbed sample ranks the device by it
             mixture = alone
+        return mixture
+
+    def _apply(self, scored: "_ScoredModels", mixture: np.ndarray) -> None:
+        """The adapted state that mixes the scored models with ``mixture`` weights."""
         kept = mixture >= MIN_WEIGHT * mixture.max()  # negligible models cost time, not accuracy
         linear = scored.coefficients.shape[1]
         self.coefficients = scored.coefficients[:, kept[:linear]]
@@ -379,6 +389,29 @@ class StackedPredictor(LatencyPredictor):
         #: log(measured / predicted) of each sample, predicted by the mixture fitted without it
         self.held_out_log_residuals = scored.log_residuals(np.where(kept, mixture, 0.0) / mixture[kept].sum())
         self.log_scale = held_out_scale(self.held_out_log_residuals)
+
+    def member_names(self) -> list[str]:
+        """A name for each candidate model, in the order of :func:`fit_candidates`, then the power laws."""
+        sources = list(self.source.devices)
+        zero = np.zeros((1, len(self.search_space.choices)), dtype=np.int64)
+        priors = [name for name in structural_priors(self.space, zero) if name != "flops"]
+        linear = (["transfer: all sources (NNLS)"] + [f"transfer: {d}" for d in sources]
+                  + [f"transfer: {a} + {b}" for a, b in itertools.combinations(sources, 2)]
+                  + [f"cost features (ridge {lam})" for lam in COST_RIDGE] + ["flops"]
+                  + list(priors) + [f"per-layer table (ridge {lam})" for lam in ONE_HOT_RIDGE])
+        power = [f"power law of {name}" for name in [*sources, "flops", *priors]]
+        return linear + power
+
+    def ranked_best_member(self) -> tuple[str, "StackedPredictor"]:
+        """``(name, predictor)``: the candidate model with the lowest robust held-out error on the
+        samples of the last ``adapt``, predicting alone (what the stack is compared with)."""
+        scored = getattr(self, "_scored", None)
+        if scored is None:
+            raise RuntimeError("call adapt() before ranked_best_member()")
+        best = int(np.argmin(scored.log_errors))
+        alone = copy.copy(self)
+        alone._apply(scored, np.eye(len(scored.log_errors))[best])
+        return self.member_names()[best], alone
 
     def predict_codes(self, codes: np.ndarray) -> np.ndarray:
         if self.coefficients is None:

@@ -241,3 +241,25 @@ def test_a_model_that_misses_one_sample_by_far_does_not_predict_alone():
     assert len(predictor.mixture) > 1
     held_out = np.setdiff1d(np.arange(len(truth)), rows)
     assert spearmanr(predictor.predict_codes(table_codes(space)[held_out]), truth[held_out])[0] > 0.5
+
+
+@pytest.mark.parametrize("space", ["nb201", "fbnet"])
+def test_ranked_best_member_is_the_model_the_samples_explain_best_predicting_alone(space):
+    # a device run by per-operator overhead: the operator count explains its samples, so the member
+    # the samples rank best reads that count; it predicts alone and leaves the stack as it was
+    from nas.predictors.baselines import structural_priors
+
+    count = structural_priors(space, table_codes(space))["operators"]
+    truth = (0.5 + 0.2 * count) * np.exp(np.random.default_rng(5).normal(0, 0.001, len(count)))
+    rows = measurement_rows(space)
+    predictor = predictors.load_default_predictor(space)
+    predictor.adapt({benchmarks.arch_strings(space)[r]: float(truth[r]) for r in rows})
+    codes = table_codes(space)[::50]
+    before = predictor.predict_codes(codes)
+    name, member = predictor.ranked_best_member()
+    assert "operators" in name and name in predictor.member_names()
+    assert len(predictor.member_names()) == len(predictor._scored.log_errors)
+    assert len(member.mixture) == 1 and np.allclose(predictor.predict_codes(codes), before)
+    assert spearmanr(member.predict_codes(codes), count[::50])[0] > 0.99
+    with pytest.raises(RuntimeError, match="adapt"):
+        predictors.load_default_predictor(space).ranked_best_member()
