@@ -342,11 +342,59 @@ def summary(spaces) -> str:
             lines.append(f"| {own.device} | {kind} | {own.spearman:.3f} | {own.coverage_90:.1f} | "
                          f"×{own.interval_ratio_90:.2f} | {wrapped.coverage_90:.1f} | ×{wrapped.interval_ratio_90:.2f} |")
         lines.append("")
+        lines += member_comparison(space, table)
     if in_band["own"]:
         lines += [f"Devices whose 90 % interval covers 85–95 %: {sum(in_band['own'])} of {len(in_band['own'])} "
                   f"(the predictor's own), {sum(in_band['search'])} of {len(in_band['search'])} (as the search "
                   f"uses it).", ""]
     return "\n".join(lines)
+
+
+def member_comparison(space: str, table) -> list[str]:
+    """Lines of a table: per held-out and recorded meta-test device, the default
+    predictor's Spearman against the candidate model its own 10 samples rank
+    best (lowest robust held-out error, predicting alone) and against the best
+    structural prior (on the same test architectures)."""
+    from scipy.stats import spearmanr
+
+    from nas import benchmarks
+    from nas.predictors import load_default_predictor
+    from nas.predictors.baselines import structural_priors
+    from nas.predictors.evaluation import measurement_rows, table_codes
+
+    codes = table_codes(space)
+    strings = benchmarks.arch_strings(space)
+    priors = structural_priors(space, codes)
+    reference = np.isin(table.rows, benchmarks.help_protocol(space).reference_indices)
+    sets = []
+    for device in table.devices:
+        y = table.column(device)
+        known = np.isfinite(y)
+        if (known & reference).sum() == reference.sum() and (known & ~reference).sum() >= 3:
+            sets.append((device, "held-out", table.rows[known & reference], y[known & reference],
+                         table.rows[known & ~reference], y[known & ~reference]))
+    recorded = benchmarks.latency_table(space)
+    rows = measurement_rows(space)
+    test = np.setdiff1d(np.arange(len(codes)), rows)
+    for device in benchmarks.help_protocol(space).meta_test_devices:
+        y = recorded.column(device)
+        sets.append((device, "meta-test", rows, y[rows], test, y[test]))
+    lines = [f"The default predictor against the model its own 10 samples rank best ({space}; *member* = that "
+             f"candidate predicting alone; Spearman on the same test architectures)", "",
+             "| device | kind | default | member | which member | default − member | best prior | default − best prior |",
+             "|---|---|---|---|---|---|---|---|"]
+    below = 0
+    for device, kind, support_rows, support_ms, test_rows, test_ms in sets:
+        predictor = load_default_predictor(space)
+        predictor.adapt({strings[r]: float(v) for r, v in zip(support_rows, support_ms)})
+        name, member = predictor.ranked_best_member()
+        stack = float(spearmanr(predictor.predict_codes(codes[test_rows]), test_ms)[0])
+        alone = float(spearmanr(member.predict_codes(codes[test_rows]), test_ms)[0])
+        prior = float(np.nanmax([spearmanr(values[test_rows], test_ms)[0] for values in priors.values()]))
+        below += stack < alone - 0.0005
+        lines.append(f"| {device} | {kind} | {stack:.3f} | {alone:.3f} | {name} | {stack - alone:+.3f} | "
+                     f"{prior:.3f} | {stack - prior:+.3f} |")
+    return lines + ["", f"Below that member (by more than 0.0005): {below} of {len(sets)} devices.", ""]
 
 
 if __name__ == "__main__":
