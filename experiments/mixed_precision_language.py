@@ -38,6 +38,14 @@ For each:
 
     nice -n 19 .venv/bin/python experiments/mixed_precision_language.py --work /tmp/mpwork2 /tmp/mpwork3
 
+``--block-size N`` runs everything with 4-bit blocks of N weights (results in
+``mixed_precision_language_blockN.md``, records in
+``WORK/slm/language.benchmark.blockN.json``). For ``hessian_interlayer`` minus
+``hessian`` a paired bootstrap over the test windows gives the 90% interval of
+the AUC and at-latency differences (:mod:`mixed_precision_bootstrap`); the
+primary at-latency measure reads each configuration's latency from an additive
+fit over every timed configuration.
+
 ``hessian`` and ``measured_greedy`` score on 16 calibration windows x 128
 bytes of the validation split; ``hessian_interlayer`` averages its block
 matrix over ``--interlayer-windows`` windows in batches of 16.
