@@ -93,6 +93,13 @@ ROBUST_QUANTILE = 0.9
 OUTLIER_RATIO = 3.0
 #: a disturbed sample is dropped only among at most this many (see ``adapt_codes``)
 MAX_DROP_SAMPLES = 10
+#: the number of samples the temperature is meta-learned at (the reference architectures); with n
+#: > 10 samples the mixture uses ``temperature * (TEMPERATURE_SAMPLES / n) ** TEMPERATURE_EXPONENT``
+TEMPERATURE_SAMPLES = 10
+#: chosen on the meta-training groups (recorded held-out devices, devices unlike every table; 20 and 40
+#: samples, both spaces): 0.5 is never more than 0.0001 below the best exponent's worse group, 1.0 falls
+#: 0.0006 below it (nb201, 40 samples), a fixed temperature (0) 0.0018 (experiments/stack_temperature.py)
+TEMPERATURE_EXPONENT = 0.5
 
 
 def fit_candidates(phi: np.ndarray, latency_ms: np.ndarray, num_sources: int, num_cost: int,
@@ -358,7 +365,17 @@ class StackedPredictor(LatencyPredictor):
         log_held_out = np.concatenate([np.log(held_out), held_out_power_laws(log_positive, latency_ms)], axis=1)
         log_errors = robust_error((log_held_out - np.log(latency_ms)[:, None]) ** 2)
         return _ScoredModels(latency_ms, coefficients, power, log_held_out, log_errors,
-                             softmin_weights(log_errors, self.temperature))
+                             softmin_weights(log_errors, self.temperature_for(len(latency_ms))))
+
+    def temperature_for(self, num_samples: int) -> float:
+        """The mixing temperature for ``num_samples`` measurements: the meta-learned one at
+        ``TEMPERATURE_SAMPLES``, lower with more. Held-out errors from more samples separate the
+        models more surely, so the mixture may lean harder on the best: at a fixed temperature
+        a crowd of models that each explain the device a little worse keeps its weight however
+        many measurements show it (fbnet on a GPU at batch 1, 40 samples: 0.848 against 0.860).
+        At ``TEMPERATURE_SAMPLES`` or fewer (the references, one of them dropped as disturbed) it
+        is the meta-learned temperature itself."""
+        return self.temperature * (TEMPERATURE_SAMPLES / max(num_samples, TEMPERATURE_SAMPLES)) ** TEMPERATURE_EXPONENT
 
     def _settle(self, scored: "_ScoredModels") -> None:
         """The adapted state from the scored models: the softmin mixture, or the best model alone

@@ -263,3 +263,21 @@ def test_ranked_best_member_is_the_model_the_samples_explain_best_predicting_alo
     assert spearmanr(member.predict_codes(codes), count[::50])[0] > 0.99
     with pytest.raises(RuntimeError, match="adapt"):
         predictors.load_default_predictor(space).ranked_best_member()
+
+
+def test_more_samples_than_the_references_sharpen_the_mixture(monkeypatch):
+    # the temperature is meta-learned at the 10 references; 40 samples separate the models more
+    # surely, so the best-explaining models get more weight than at the fixed temperature
+    from nas.predictors import stacked
+
+    predictor = predictors.load_default_predictor("fbnet")
+    assert predictor.temperature_for(10) == predictor.temperature_for(9) == predictor.temperature
+    assert predictor.temperature_for(40) == pytest.approx(predictor.temperature / 2)
+    rows = measurement_rows("fbnet", num_samples=40, seed=2)
+    measurements = table_measurements("fbnet", "fpga", rows)
+    top = {}
+    for exponent in (0.0, stacked.TEMPERATURE_EXPONENT):
+        monkeypatch.setattr(stacked, "TEMPERATURE_EXPONENT", exponent)
+        mixture = predictors.load_default_predictor("fbnet").adapt(measurements)._scored.mixture
+        top[exponent] = np.sort(mixture)[-5:].sum()
+    assert top[stacked.TEMPERATURE_EXPONENT] > top[0.0]
